@@ -1,0 +1,49 @@
+# robustlab: every target runs inside the project virtual environment .venv that `make install` creates.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GRID ?= experiment=grid_default
+ARGS ?=
+
+.PHONY: install run test test-all lint clean bench report sweep
+
+install: $(STAMP)
+
+# The stamp makes a second `make install` a no-op until pyproject.toml changes.
+# torch==2.13.0 is pinned: here pip resolves it to the local CPU wheel, elsewhere to the CUDA build of
+# the same version. torchattacks 3.5.1 declares torchvision and requests~=2.25.1 as dependencies but
+# imports neither; torchvision's wheel breaks Lightning's import on a CPU-only torch, so torchattacks
+# is installed with --no-deps.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m robustlab -m experiment=grid_default $(ARGS)
+
+sweep: $(STAMP)
+	$(PY) -m robustlab -m $(GRID) $(ARGS)
+
+report: $(STAMP)
+	$(VENV)/bin/robustlab-report $(or $(DIR),multirun)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check robustlab tests experiments
+	$(VENV)/bin/ruff format --check robustlab tests experiments
+
+bench: $(STAMP)
+	$(PY) experiments/bench/run_all.py
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

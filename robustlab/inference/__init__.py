@@ -1,0 +1,1 @@
+"""Inference wrappers (predictors) that sit between a trained net and the attacks."""

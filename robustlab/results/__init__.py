@@ -1,0 +1,1 @@
+"""Records, atomic storage, tables and the sweep report."""

@@ -1,0 +1,92 @@
+"""The record contract: one JSON object per (attack, eps, threat model) of a cell, plus worst cases.
+
+Every field listed in ``REQUIRED_FIELDS`` is present in every record (see ../shared/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+REQUIRED_FIELDS = (
+    "run_id",
+    "config_hash",
+    "dataset",
+    "model",
+    "defense",
+    "inference",
+    "attack",
+    "threat_model",
+    "norm",
+    "eps",
+    "n_examples",
+    "clean_acc",
+    "robust_acc",
+    "seed",
+    "sanity_flags",
+    "forward_passes",
+    "backward_passes",
+    "wall_seconds",
+    "versions",
+    "started",
+    "finished",
+)
+
+WORST_CASE = "worst_case"
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (Wilson 1927)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass
+class Record:
+    """One evaluated (attack, eps, threat model) of one cell."""
+
+    run_id: str
+    config_hash: str
+    dataset: str
+    model: str
+    defense: str
+    inference: str
+    attack: str
+    threat_model: str
+    norm: str
+    eps: float
+    n_examples: int
+    clean_acc: float
+    robust_acc: float
+    seed: int
+    n_clean_correct: int = 0
+    n_robust: int = 0
+    clean_ci: tuple[float, float] = (0.0, 1.0)
+    robust_ci: tuple[float, float] = (0.0, 1.0)
+    sanity_flags: list[str] = field(default_factory=list)
+    forward_passes: float = 0.0
+    backward_passes: float = 0.0
+    wall_seconds: float = 0.0
+    attack_params: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    started: str = ""
+    finished: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["clean_ci"] = list(self.clean_ci)
+        out["robust_ci"] = list(self.robust_ci)
+        return out
+
+
+def validate_record(obj: dict[str, Any]) -> None:
+    """Raise ValueError naming the first missing contract field."""
+    missing = [k for k in REQUIRED_FIELDS if k not in obj]
+    if missing:
+        raise ValueError(f"record is missing contract fields {missing}")
