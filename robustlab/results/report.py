@@ -1,0 +1,248 @@
+"""``robustlab-report DIR``: aggregate every record under DIR into markdown, CSV and figures."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from robustlab.results.record import REQUIRED_FIELDS, WORST_CASE
+from robustlab.results.store import scan_records
+from robustlab.results.table import fmt_acc, fmt_eps, format_flags_banner, interval
+
+THREAT_SUFFIX = {"oblivious": " (obl.)", "adaptive": " (adapt.)"}
+WORST_COLUMN = "worst case"
+WARN = "⚠"
+
+
+def dedupe(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Keep the latest record (by ``finished``) of each evaluation; return it and the drop count."""
+    keys = ("config_hash", "dataset", "model", "defense", "inference")
+    keys += ("attack", "threat_model", "norm", "eps")
+    latest: dict[tuple, dict[str, Any]] = {}
+    for rec in records:
+        key = tuple(str(rec[k]) for k in keys)
+        if key not in latest or str(rec["finished"]) >= str(latest[key]["finished"]):
+            latest[key] = rec
+    return list(latest.values()), len(records) - len(latest)
+
+
+def flatten(rec: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """One level of text per value: dicts become ``key.sub`` columns, lists join with ';'."""
+    out: dict[str, str] = {}
+    for key, value in rec.items():
+        name = prefix + key
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, dict):
+            out[name] = ""
+        elif isinstance(value, (list, tuple)):
+            out[name] = ";".join(str(v) for v in value)
+        else:
+            out[name] = "" if value is None else str(value)
+    return out
+
+
+def write_csv(path: Path, records: list[dict[str, Any]]) -> None:
+    """Long format: one row per record, contract fields first."""
+    rows = [flatten(r) for r in records]
+    order = {k: i for i, k in enumerate(REQUIRED_FIELDS)}
+    names = {k for row in rows for k in row}
+    fields = sorted(names, key=lambda k: (order.get(k.split(".")[0], len(order)), k))
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@dataclass
+class Grid:
+    """One dataset's defense x attack table: labels, the record behind each cell, eps curves."""
+
+    dataset: str
+    rows: list[str] = field(default_factory=list)
+    cols: list[str] = field(default_factory=list)
+    cells: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    clean: dict[str, dict[str, Any]] = field(default_factory=dict)
+    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    shadowed: int = 0
+
+    def put(self, row: str, col: str, rec: dict[str, Any]) -> None:
+        """Place ``rec``; a cell already filled keeps the later record and counts the other."""
+        old = self.cells.get((row, col))
+        if old is not None:
+            self.shadowed += 1
+            if str(old["finished"]) > str(rec["finished"]):
+                return
+        self.cells[(row, col)] = rec
+
+
+def _distinct(records: list[dict[str, Any]], key: str) -> dict[str, set]:
+    out: dict[str, set] = defaultdict(set)
+    for r in records:
+        out[r["attack"]].add(str(r[key]))
+    return out
+
+
+def build_grid(dataset: str, records: list[dict[str, Any]]) -> Grid:
+    """Lay out one dataset's records; column labels carry norm, eps, threat only where ambiguous."""
+    multi_model = len({r["model"] for r in records}) > 1
+
+    def row_of(r: dict[str, Any]) -> str:
+        label = r["defense"] + ("" if r["inference"] == "plain" else f"+{r['inference']}")
+        return f"{label} ({r['model']})" if multi_model else label
+
+    attacks = [r for r in records if r["attack"] != WORST_CASE]
+    norms, epss = _distinct(attacks, "norm"), _distinct(attacks, "eps")
+    threats: dict[tuple[str, str], set] = defaultdict(set)
+    for r in attacks:
+        threats[(row_of(r), r["attack"])].add(r["threat_model"])
+    both = {a for (_, a), t in threats.items() if len(t) > 1}
+
+    def col_of(r: dict[str, Any]) -> str:
+        a = r["attack"]
+        label = a + (f" {r['norm']}" if len(norms[a]) > 1 else "")
+        label += f"@{fmt_eps(r['eps'])}" if len(epss[a]) > 1 else ""
+        return label + (THREAT_SUFFIX.get(r["threat_model"], "") if a in both else "")
+
+    grid = Grid(dataset)
+    order: dict[str, tuple] = {}
+    for r in records:
+        row = row_of(r)
+        if row not in grid.clean or str(r["finished"]) > str(grid.clean[row]["finished"]):
+            grid.clean[row] = r
+        curve = f"{row}: {r['attack']} {r['norm']} {r['threat_model']}"
+        grid.curves.setdefault(curve, []).append((float(r["eps"]), 100 * float(r["robust_acc"])))
+        if r["attack"] != WORST_CASE:
+            col = col_of(r)
+            order[col] = (r["attack"], r["norm"], float(r["eps"]), r["threat_model"] != "oblivious")
+            grid.put(row, col, r)
+    grid.rows = sorted(grid.clean)
+    grid.cols = sorted(order, key=order.__getitem__)
+    _place_worst(grid, [r for r in records if r["attack"] == WORST_CASE], row_of)
+    grid.curves = {k: v for k, v in grid.curves.items() if len({e for e, _ in v}) > 1}
+    return grid
+
+
+def _place_worst(grid: Grid, worst: list[dict[str, Any]], row_of) -> None:
+    """Per row, the lowest worst-case accuracy at the row's largest eps."""
+    by_row: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in worst:
+        by_row[row_of(r)].append(r)
+    if by_row:
+        grid.cols.append(WORST_COLUMN)
+    for row, recs in by_row.items():
+        top = max(float(r["eps"]) for r in recs)
+        at_top = [r for r in recs if float(r["eps"]) == top]
+        grid.cells[(row, WORST_COLUMN)] = min(at_top, key=lambda r: float(r["robust_acc"]))
+
+
+def cell_text(grid: Grid, row: str, col: str) -> str:
+    """Robust accuracy with interval; worst-case cells also name eps and threat model."""
+    rec = grid.cells.get((row, col))
+    if rec is None:
+        return ""
+    text = fmt_acc(rec)
+    if col == WORST_COLUMN:
+        text += f" @{fmt_eps(rec['eps'])} {rec['threat_model']}"
+    return f"{WARN} {text}" if rec.get("sanity_flags") else text
+
+
+def markdown(grid: Grid) -> str:
+    """The dataset's table, then the flagged cells and any shadowed records."""
+    header = ["defense", "clean", *grid.cols]
+    lines = [f"## {grid.dataset}", "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "---|" * len(header))
+    for row in grid.rows:
+        cells = [row, fmt_acc(grid.clean[row], "clean")]
+        cells += [cell_text(grid, row, c) for c in grid.cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    flagged = [(k, r) for k, r in grid.cells.items() if r.get("sanity_flags")]
+    if flagged:
+        lines += ["", "Sanity flags (these numbers may overestimate robustness):"]
+        for (row, col), r in flagged:
+            lines.append(f"- {WARN} {row} / {col}: {', '.join(r['sanity_flags'])}")
+    if grid.shadowed:
+        note = f"Note: {grid.shadowed} record(s) share a cell with a later one of another config"
+        lines += ["", note + " (e.g. seed); only report.csv lists them."]
+    return "\n".join(lines)
+
+
+def _figures(grid: Grid, out: Path) -> list[Path]:
+    from robustlab.results.figures import plot_eps_curves, plot_heatmap
+
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", grid.dataset)
+    cols = ["clean", *grid.cols]
+    values = [
+        [100 * interval(grid.clean[row], "clean")[0]]
+        + [
+            100 * float(grid.cells[(row, c)]["robust_acc"])
+            if (row, c) in grid.cells
+            else float("nan")
+            for c in grid.cols
+        ]
+        for row in grid.rows
+    ]
+    title = f"{grid.dataset}: accuracy (%)"
+    paths = [plot_heatmap(out / f"heatmap_{stem}.png", grid.rows, cols, values, title)]
+    if grid.curves:
+        title = f"{grid.dataset}: robust accuracy against eps"
+        paths.append(plot_eps_curves(out / f"eps_curve_{stem}.png", grid.curves, title))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``robustlab-report``."""
+    parser = argparse.ArgumentParser(prog="robustlab-report", description=__doc__)
+    parser.add_argument("dir", type=Path, help="directory searched recursively for records.jsonl")
+    parser.add_argument("--out", type=Path, help="where to write the report (default: DIR)")
+    parser.add_argument("--threat-model", help="keep only records of this threat model")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        parser.exit(2, f"robustlab-report: {args.dir} is not a directory\n")
+    try:
+        records = scan_records(args.dir)
+    except ValueError as err:
+        parser.exit(2, f"robustlab-report: {err}\n")
+    if args.threat_model:
+        records = [r for r in records if r["threat_model"] == args.threat_model]
+    if not records:
+        parser.exit(2, f"robustlab-report: no records found under {args.dir}\n")
+    records, dropped = dedupe(records)
+    out = args.out or args.dir
+    out.mkdir(parents=True, exist_ok=True)
+
+    by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_dataset[r["dataset"]].append(r)
+    grids = [build_grid(d, recs) for d, recs in sorted(by_dataset.items())]
+    cells = len({(r["config_hash"], r["inference"]) for r in records})
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head = [f"# Robustness report: {args.dir}", ""]
+    head.append(f"{len(records)} records, {cells} cells, generated {now}.")
+    if dropped:
+        head.append(f"{dropped} duplicate record(s) from reruns dropped (latest `finished` kept).")
+    head.append("Accuracies in percent with 95% Wilson intervals.")
+    text = "\n\n".join(["\n".join(head), *map(markdown, grids)]) + "\n"
+
+    written = [out / "report.md", out / "report.csv"]
+    written[0].write_text(text, encoding="utf-8")
+    write_csv(written[1], records)
+    for grid in grids:
+        written += _figures(grid, out)
+    print(text)
+    banner = format_flags_banner(records)
+    if banner:
+        print(banner)
+    for path in written:
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,74 @@
+"""Crash-safe storage of records (JSON lines) and small files: temp file, fsync, os.replace."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from robustlab.results.record import validate_record
+
+RECORDS_FILE = "records.jsonl"
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def append_records(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
+    """Validate ``records`` and append them as JSON lines, atomically and under a file lock."""
+    for rec in records:
+        validate_record(rec)
+    lines = "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        old = path.read_bytes() if path.exists() else b""
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        write_bytes_atomic(path, old + lines.encode())
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a JSON-lines file; blank lines are skipped, a corrupt line raises ValueError."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: corrupt record line ({err.msg})") from None
+    return out
+
+
+def scan_records(root: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every record of every ``records.jsonl`` under ``root``, each tagged with ``_source``."""
+    out = []
+    for path in sorted(Path(root).rglob(RECORDS_FILE)):
+        for rec in read_records(path):
+            rec["_source"] = str(path)
+            out.append(rec)
+    return out

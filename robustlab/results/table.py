@@ -1,0 +1,91 @@
+"""The plain-text table printed at the end of a run, and the loud sanity-flag banner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from robustlab.results.record import WORST_CASE, wilson_interval
+
+
+def fmt_eps(eps: Any) -> str:
+    """``8/255`` for multiples of 1/255 that are not short decimals, else the shortest float."""
+    eps = float(eps)
+    k = eps * 255
+    if 0 < eps < 1 and abs(k - round(k)) < 1e-6 and round(eps, 4) != eps:
+        return f"{round(k)}/255"
+    return f"{eps:g}"
+
+
+def interval(rec: dict[str, Any], which: str) -> tuple[float, float, float]:
+    """(accuracy, lo, hi) for ``which`` in {"clean", "robust"}; Wilson from counts if CI absent."""
+    acc = float(rec[f"{which}_acc"])
+    ci = rec.get(f"{which}_ci")
+    if not ci:
+        n = int(rec.get("n_examples", 0))
+        ci = wilson_interval(round(acc * n), n)
+    return acc, float(ci[0]), float(ci[1])
+
+
+def fmt_acc(rec: dict[str, Any], which: str = "robust") -> str:
+    """Percentage with its 95% interval, e.g. ``87.5 [83.1, 90.9]``."""
+    acc, lo, hi = interval(rec, which)
+    return f"{100 * acc:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def render(header: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned plain-text columns separated by two spaces, with a dashed rule."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _flags(rec: dict[str, Any]) -> str:
+    return " ".join(f"!! {f}" for f in rec.get("sanity_flags") or [])
+
+
+def format_cell_table(records: list[dict[str, Any]]) -> str:
+    """One row per record, clean accuracy as a header line, worst-case rows last and marked."""
+    if not records:
+        return "(no records)"
+    first = records[0]
+    clean = sorted({fmt_acc(r, "clean") for r in records})
+    title = (
+        f"{first['dataset']} / {first['model']} / {first['defense']} / {first['inference']}"
+        f"  (n={first['n_examples']})"
+    )
+    ordered = [r for r in records if r["attack"] != WORST_CASE]
+    ordered += [r for r in records if r["attack"] == WORST_CASE]
+    header = ["attack", "threat", "norm", "eps", "robust % [95% CI]", "fwd/ex", "bwd/ex", "sec"]
+    header.append("FLAGS")
+    rows = [
+        [
+            f">> {r['attack']}" if r["attack"] == WORST_CASE else r["attack"],
+            r["threat_model"],
+            r["norm"],
+            fmt_eps(r["eps"]),
+            fmt_acc(r),
+            f"{float(r['forward_passes']):.1f}",
+            f"{float(r['backward_passes']):.1f}",
+            f"{float(r['wall_seconds']):.1f}",
+            _flags(r),
+        ]
+        for r in ordered
+    ]
+    return "\n".join([title, "clean % [95% CI]: " + "; ".join(clean), render(header, rows)])
+
+
+def format_flags_banner(records: list[dict[str, Any]]) -> str:
+    """A loud multi-line warning naming every flagged record; empty when nothing is flagged."""
+    flagged = [r for r in records if r.get("sanity_flags")]
+    if not flagged:
+        return ""
+    bar = "!" * 78
+    lines = [bar, "!! SANITY FLAGS RAISED: these robust accuracies may be overestimated", bar]
+    for r in flagged:
+        where = f"{r['attack']} {r['threat_model']} {r['norm']} eps={fmt_eps(r['eps'])}"
+        lines.append(f"!!   {where}: {', '.join(r['sanity_flags'])}")
+    lines.append(bar)
+    return "\n".join(lines)

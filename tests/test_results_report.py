@@ -1,0 +1,100 @@
+"""The end-of-run table, the flags banner, Wilson intervals, and the sweep report."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from records_fixture import make_record, sweep
+
+from robustlab.results.record import WORST_CASE, wilson_interval
+from robustlab.results.report import main
+from robustlab.results.store import append_records
+from robustlab.results.table import fmt_acc, format_cell_table, format_flags_banner
+
+
+@given(st.integers(2, 10_000).flatmap(lambda n: st.tuples(st.integers(1, n - 1), st.just(n))))
+def test_wilson_interval_brackets_p(counts):
+    k, n = counts
+    lo, hi = wilson_interval(k, n)
+    assert 0 <= lo <= k / n <= hi <= 1
+
+
+@pytest.mark.parametrize("k, n", [(0, 205), (4, 4)])
+def test_wilson_interval_reaches_boundary(k, n):
+    lo, hi = wilson_interval(k, n)
+    assert lo <= k / n <= hi
+
+
+def test_cell_table_lists_attacks_clean_worst_last_and_flags():
+    recs = [
+        make_record(attack=WORST_CASE, robust_acc=0.1),
+        make_record(attack="pgd", robust_acc=0.1),
+        make_record(attack="fgsm", robust_acc=0.4, sanity_flags=["robust_above_clean"]),
+    ]
+    text = format_cell_table(recs)
+    assert "pgd" in text and "fgsm" in text
+    assert fmt_acc(recs[0], "clean") in text
+    assert text.splitlines()[-1].startswith(f">> {WORST_CASE}")
+    assert "!! robust_above_clean" in text
+    assert "robust_above_clean" in format_flags_banner(recs)
+    assert format_flags_banner(recs[:2]) == ""
+
+
+@pytest.fixture
+def swept(tmp_path, capsys):
+    groups = sweep()
+    for sub, recs in groups.items():
+        append_records(tmp_path / sub / "records.jsonl", recs)
+    main([str(tmp_path)])
+    return tmp_path, [r for recs in groups.values() for r in recs], capsys.readouterr().out
+
+
+def test_report_markdown(swept):
+    root, recs, out = swept
+    md = (root / "report.md").read_text()
+    stale, *current = recs  # the first erm/pgd record was rerun later
+    for rec in current:
+        assert fmt_acc(rec) in md
+    assert fmt_acc(stale) not in md
+    assert "1 duplicate" in md
+    assert md.split("\n|---")[0].endswith("| worst case |")
+    assert f"⚠ {fmt_acc(recs[8])}" in md and "robust_above_attack_free_noise" in md
+    assert "pgd@0.1 (adapt.)" in md and "pgd@0.2 (adapt.)" in md and "pgd@0.3 (obl.)" in md
+    assert "| mixup+mi_ol |" in md
+    assert "| mixup+mi_ol |" in out and f"wrote {root / 'report.md'}" in out
+
+
+def test_report_csv_has_one_row_per_unique_record(swept):
+    root, recs, _ = swept
+    with open(root / "report.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(recs) - 1
+    assert rows[0]["clean_ci"].count(";") == 1 and rows[0]["versions.torch"] == "2.13.0"
+    assert rows[0]["attack_params"] == "" and rows[0]["sanity_flags"] == ""
+
+
+def test_report_figures(swept):
+    root, _, _ = swept
+    assert (root / "heatmap_digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (root / "eps_curve_digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("sub", ["empty", "missing"])
+def test_report_without_records_exits_2(tmp_path, capsys, sub):
+    if sub == "empty":
+        (tmp_path / sub).mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / sub)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / sub) in err and err.count("\n") == 1
+
+
+def test_report_threat_model_filter_and_out(swept):
+    root, _, _ = swept
+    main([str(root), "--out", str(root / "obl"), "--threat-model", "oblivious"])
+    with open(root / "obl" / "report.csv", newline="") as fh:
+        assert [r["inference"] for r in csv.DictReader(fh)] == ["mi_ol"]
