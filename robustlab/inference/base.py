@@ -28,10 +28,11 @@ class Predictor(nn.Module):
     differentiable: bool = True
     output: str = "logits"
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, name: str | None = None):
         super().__init__()
         self.net = net
         self.use_bpda = False
+        self._name = name or type(self).__name__.lower()
 
     @contextmanager
     def bpda_enabled(self) -> Iterator[None]:
@@ -44,7 +45,7 @@ class Predictor(nn.Module):
 
     @property
     def name(self) -> str:
-        return type(self).__name__
+        return self._name
 
     def needs_adaptive_tools(self) -> bool:
         """True when a white-box attack must use EOT or BPDA to be meaningful."""

@@ -1,0 +1,3 @@
+from robustlab.run import main
+
+main()

@@ -1,0 +1,170 @@
+"""Per-sample robust evaluation of a predictor: every attack x eps x threat model on one shard.
+
+Threat models (see ../shared/DESIGN.md):
+- ``oblivious``: craft on the bare net (``predictor.net``), score the predictor;
+- ``adaptive``: craft on the predictor itself, through EOT when it is randomized and BPDA when
+  part of it is not differentiable; score the predictor's real forward.
+
+An example is robust to an attack only if it is correct when clean AND on its adversarial example
+(the AutoAttack convention). Everything runs inside a forked RNG seeded from the cell's seed, so
+the caller's global generator is left as it was and reruns give identical flags.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustlab.attacks.adaptive import EOT
+from robustlab.attacks.costs import count_passes
+from robustlab.attacks.factory import build_attack
+from robustlab.inference.base import Predictor
+from robustlab.modes import eval_mode
+
+THREAT_MODELS = ("oblivious", "adaptive")
+VANISHING_GRAD_NORM = 1e-12
+
+
+@dataclass
+class AttackOutcome:
+    """Per-example result of one (attack, eps, threat model) on a shard."""
+
+    attack: str
+    threat_model: str
+    norm: str
+    eps: float
+    spec: dict[str, Any]
+    params: dict[str, Any]
+    adv_correct: torch.Tensor
+    forward_rows: int = 0
+    backward_rows: int = 0
+    wall_seconds: float = 0.0
+    eot: bool = False
+    bpda: bool = False
+    component_broken: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class ShardResult:
+    """Everything the records need from one shard of the test split."""
+
+    indices: torch.Tensor
+    clean_correct: torch.Tensor
+    outcomes: list[AttackOutcome]
+    zero_grad: dict[str, torch.Tensor]
+
+
+def threat_models_for(predictor: Predictor, setting: Any) -> list[str]:
+    """``auto``: both threat models for randomized/preprocessing predictors, else adaptive only."""
+    if setting in (None, "auto"):
+        return list(THREAT_MODELS) if predictor.needs_adaptive_tools() else ["adaptive"]
+    chosen = [setting] if isinstance(setting, str) else list(setting)
+    bad = [t for t in chosen if t not in THREAT_MODELS]
+    if bad:
+        raise ValueError(f"eval.threat_models={bad} not in {list(THREAT_MODELS)} or 'auto'")
+    return chosen
+
+
+def crafting_model(
+    predictor: Predictor, threat_model: str, eot_draws: int, spec: dict[str, Any]
+) -> tuple[nn.Module, Callable[[], AbstractContextManager], bool, bool]:
+    """(model to craft on, context factory, uses EOT, uses BPDA) for a threat model."""
+    if threat_model == "oblivious":
+        return predictor.net, nullcontext, False, False
+    native_eot = bool(spec.get("eot_iter"))
+    use_eot = predictor.randomized and eot_draws > 1 and not native_eot
+    model = EOT(predictor, eot_draws) if use_eot else predictor
+    use_bpda = not predictor.differentiable
+    ctx = predictor.bpda_enabled if use_bpda else nullcontext
+    return model, ctx, use_eot or (predictor.randomized and native_eot), use_bpda
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+@torch.no_grad()
+def predict_correct(predictor: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int):
+    return torch.cat([predictor(x[s]).argmax(1) == y[s] for s in _batches(len(x), batch_size)])
+
+
+def zero_gradient_mask(
+    model: nn.Module, ctx: Callable[[], AbstractContextManager], x, y, batch_size: int
+) -> torch.Tensor:
+    """True where the input gradient of the CE loss vanishes (a gradient-masking symptom)."""
+    masks = []
+    for s in _batches(len(x), batch_size):
+        xb = x[s].clone().requires_grad_(True)
+        with torch.enable_grad(), ctx():
+            loss = F.nll_loss(F.log_softmax(model(xb), dim=1), y[s], reduction="sum")
+            (grad,) = torch.autograd.grad(loss, xb)
+        masks.append(grad.flatten(1).norm(dim=1) <= VANISHING_GRAD_NORM)
+    return torch.cat(masks)
+
+
+def evaluate_shard(
+    predictor: Predictor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    indices: torch.Tensor,
+    specs: list[dict[str, Any]],
+    *,
+    num_classes: int,
+    seed: int,
+    threat_models: Any = "auto",
+    eot_draws: int = 20,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> ShardResult:
+    """Run every attack of ``specs`` on (x, y) under each threat model; flags per example."""
+    chosen = threat_models_for(predictor, threat_models)
+    jobs = [(tm, spec, eps) for tm in chosen for spec in specs for eps in spec["eps"]]
+    outcomes, zero_grad = [], {}
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), eval_mode(predictor):
+        torch.manual_seed(seed)
+        clean_correct = predict_correct(predictor, x, y, batch_size)
+        bar = tqdm(jobs, desc="robust eval", disable=not progress, leave=False)
+        for tm, spec, eps in bar:
+            bar.set_postfix_str(f"{spec['name']} {tm} eps={eps:g}")
+            model, ctx, eot, bpda = crafting_model(predictor, tm, eot_draws, spec)
+            if tm not in zero_grad:
+                zero_grad[tm] = zero_gradient_mask(model, ctx, x, y, batch_size)
+            runner = build_attack(spec, model, seed=seed, num_classes=num_classes, eps=eps)
+            adv, broken = [], {}
+            start = time.perf_counter()
+            with count_passes(predictor.net) as counter:
+                for s in _batches(len(x), batch_size):
+                    with ctx():
+                        adv.append(runner(x[s], y[s]).detach())
+                    for comp, mask in getattr(runner, "last_component_success", {}).items():
+                        broken.setdefault(comp, []).append(mask.to(torch.bool).cpu())
+            adv_correct = predict_correct(predictor, torch.cat(adv), y, batch_size)
+            outcomes.append(
+                AttackOutcome(
+                    attack=spec["name"],
+                    threat_model=tm,
+                    norm=spec.get("norm", "linf"),
+                    eps=float(eps),
+                    spec=spec,
+                    params=dict(getattr(runner, "params", {})),
+                    adv_correct=adv_correct.cpu(),
+                    forward_rows=counter.forward_rows,
+                    backward_rows=counter.backward_rows,
+                    wall_seconds=time.perf_counter() - start,
+                    eot=eot,
+                    bpda=bpda,
+                    component_broken={k: torch.cat(v) for k, v in broken.items()},
+                )
+            )
+    zero_grad = {k: v.cpu() for k, v in zero_grad.items()}
+    return ShardResult(indices.cpu(), clean_correct.cpu(), outcomes, zero_grad)

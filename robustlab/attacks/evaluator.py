@@ -1,0 +1,109 @@
+"""The evaluation of one cell: test split -> per-example flags (sharded over ranks) -> records.
+
+Used by the Lightning callback after fit and by eval-only mode; rank 0 writes and prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from robustlab.attacks.engine import ShardResult, evaluate_shard
+from robustlab.attacks.summary import build_records, merge_shards, now_iso
+from robustlab.inference.base import Predictor
+from robustlab.results.store import append_records
+from robustlab.results.table import format_cell_table, format_flags_banner
+
+RECORDS_FILE = "records.jsonl"
+
+
+def gather_shards(shard: ShardResult) -> list[ShardResult]:
+    """All ranks' shards on every rank (identity when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [shard]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, shard)
+    return out
+
+
+@dataclass
+class Evaluator:
+    """Everything needed to evaluate a trained net, except the net."""
+
+    specs: list[dict[str, Any]]
+    predictor_factory: Callable[[nn.Module], Predictor]
+    meta: dict[str, Any]
+    num_classes: int
+    seed: int
+    output_dir: Path
+    n_examples: int | None = None
+    batch_size: int = 256
+    threat_models: Any = "auto"
+    eot_draws: int = 20
+    progress: bool = True
+    loggers: list = field(default_factory=list)
+
+    def evaluate(
+        self,
+        net: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        write: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Evaluate (x, y) with this rank's shard; returns the records (on every rank)."""
+        if self.n_examples is not None:
+            x, y = x[: self.n_examples], y[: self.n_examples]
+        device = next(net.parameters()).device
+        indices = torch.arange(len(x))[rank::world_size]
+        predictor = self.predictor_factory(net).to(device)
+        started = now_iso()
+        shard = evaluate_shard(
+            predictor,
+            x[indices].to(device),
+            y[indices].to(device),
+            indices,
+            self.specs,
+            num_classes=self.num_classes,
+            seed=self.seed + rank,
+            threat_models=self.threat_models,
+            eot_draws=self.eot_draws,
+            batch_size=self.batch_size,
+            progress=self.progress and rank == 0,
+        )
+        result = merge_shards(gather_shards(shard))
+        records = build_records(
+            result,
+            {**self.meta, "started": started},
+            randomized=predictor.randomized,
+            needs_adaptive=predictor.needs_adaptive_tools(),
+        )
+        if write and rank == 0:
+            append_records(self.output_dir / RECORDS_FILE, records)
+            self._log(records)
+            print(format_cell_table(records))
+            banner = format_flags_banner(records)
+            if banner:
+                print(banner)
+        return records
+
+    def _log(self, records: list[dict[str, Any]]) -> None:
+        metrics = {"test/clean_acc": records[0]["clean_acc"]} if records else {}
+        for r in records:
+            key = f"robust/{r['attack']}/{r['threat_model']}/{r['norm']}_{r['eps']:g}"
+            metrics[key] = r["robust_acc"]
+        for logger in self.loggers:
+            logger.log_metrics(metrics)
+            log_table = getattr(logger, "log_table", None)
+            if log_table is not None:
+                columns = ["attack", "threat_model", "norm", "eps", "clean_acc", "robust_acc"]
+                log_table("records", columns=columns, data=[[r[c] for c in columns] for r in records])
+            logger.save()

@@ -1,0 +1,77 @@
+"""Gradient-masking sanity flags (Carlini et al. 2019, "On Evaluating Adversarial Robustness";
+Croce & Hein 2020). Each check adds a flag name to the records it concerns; nothing is silent.
+
+Flags:
+- ``robust_above_clean``: accuracy on adversarial inputs above clean accuracy;
+- ``not_decreasing_in_eps``: a larger eps gave higher robust accuracy (same attack, threat model);
+- ``more_steps_higher_acc``: more steps or restarts gave higher robust accuracy (same kind, eps);
+- ``square_beats_whitebox``: the black-box Square attack found more than every white-box attack,
+  or broke points that survived AutoAttack's white-box components;
+- ``vanishing_gradients``: input gradients are zero on a share of examples;
+- ``randomized_without_eot``: a randomized predictor attacked white-box without EOT;
+- ``oblivious_only``: a randomized or preprocessing predictor evaluated with no adaptive attack.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+VANISHING_SHARE = 0.05
+WHITEBOX_KINDS = ("fgsm", "pgd", "pgd_l2", "cw", "apgd_ce", "apgd_dlr", "apgd_t", "fab", "eot_pgd")
+
+
+def _add(record: dict[str, Any], flag: str) -> None:
+    if flag not in record["sanity_flags"]:
+        record["sanity_flags"].append(flag)
+
+
+def apply_sanity_flags(records: list[dict[str, Any]], needs_adaptive: bool) -> None:
+    """Add flags in place to the attack records (``kind`` == "attack") of one cell."""
+    attacks = [r for r in records if r.get("kind") == "attack"]
+    for r in attacks:
+        if r["adv_acc"] > r["clean_acc"]:
+            _add(r, "robust_above_clean")
+        if r["zero_grad_share"] >= VANISHING_SHARE:
+            _add(r, "vanishing_gradients")
+        if r["randomized"] and r["threat_model"] == "adaptive" and not r["eot"]:
+            _add(r, "randomized_without_eot")
+        if needs_adaptive and not any(a["threat_model"] == "adaptive" for a in attacks):
+            _add(r, "oblivious_only")
+        if r.get("square_broke_whitebox_survivors"):
+            _add(r, "square_beats_whitebox")
+
+    by_curve = defaultdict(list)
+    for r in attacks:
+        by_curve[(r["attack"], r["threat_model"], r["norm"])].append(r)
+    for curve in by_curve.values():
+        curve.sort(key=lambda r: r["eps"])
+        for prev, cur in zip(curve, curve[1:]):
+            if cur["eps"] > prev["eps"] and cur["robust_acc"] > prev["robust_acc"]:
+                _add(cur, "not_decreasing_in_eps")
+
+    by_budget = defaultdict(list)
+    for r in attacks:
+        kind = r["attack_params"].get("kind", r["attack"])
+        by_budget[(kind, r["threat_model"], r["norm"], r["eps"])].append(r)
+    for group in by_budget.values():
+        for a in group:
+            for b in group:
+                ea, eb = _effort(a), _effort(b)
+                more = eb != ea and eb[0] >= ea[0] and eb[1] >= ea[1]
+                if more and b["robust_acc"] > a["robust_acc"]:
+                    _add(b, "more_steps_higher_acc")
+
+    by_ball = defaultdict(list)
+    for r in attacks:
+        by_ball[(r["threat_model"], r["norm"], r["eps"])].append(r)
+    for group in by_ball.values():
+        white = [r["robust_acc"] for r in group if r["attack_params"].get("kind") in WHITEBOX_KINDS]
+        for r in group:
+            if r["attack_params"].get("kind") == "square" and white and r["robust_acc"] < min(white):
+                _add(r, "square_beats_whitebox")
+
+
+def _effort(record: dict[str, Any]) -> tuple[int, int]:
+    params = record["attack_params"]
+    return (int(params.get("steps") or 0), int(params.get("restarts") or 1))

@@ -1,0 +1,156 @@
+"""Turn per-example flags into records: one per (attack, eps, threat model), plus worst cases.
+
+The worst case of a group (same norm and eps; per threat model, and across threat models when
+there are several) counts an example as robust only if every attack of the group failed on it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+
+from robustlab.attacks.engine import ShardResult
+from robustlab.attacks.sanity import apply_sanity_flags
+from robustlab.results.record import WORST_CASE, Record, wilson_interval
+
+ALL_THREAT_MODELS = "all"
+
+
+def merge_shards(shards: list[ShardResult]) -> ShardResult:
+    """Concatenate shards from all ranks, keep each test index once, sort by index."""
+    indices = torch.cat([s.indices for s in shards])
+    order = torch.argsort(indices, stable=True)
+    keep = torch.ones_like(order, dtype=torch.bool)
+    sorted_idx = indices[order]
+    keep[1:] = sorted_idx[1:] != sorted_idx[:-1]
+    pick = order[keep]
+
+    def cat(tensors):
+        return torch.cat(tensors)[pick]
+
+    base = shards[0]
+    outcomes = []
+    for i, outcome in enumerate(base.outcomes):
+        parts = [s.outcomes[i] for s in shards]
+        comps = {k: cat([p.component_broken[k] for p in parts]) for k in outcome.component_broken}
+        outcomes.append(
+            type(outcome)(
+                **{
+                    **outcome.__dict__,
+                    "adv_correct": cat([p.adv_correct for p in parts]),
+                    "forward_rows": sum(p.forward_rows for p in parts),
+                    "backward_rows": sum(p.backward_rows for p in parts),
+                    "wall_seconds": max(p.wall_seconds for p in parts),
+                    "component_broken": comps,
+                }
+            )
+        )
+    zero_grad = {k: cat([s.zero_grad[k] for s in shards]) for k in base.zero_grad}
+    return ShardResult(indices[pick], cat([s.clean_correct for s in shards]), outcomes, zero_grad)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def build_records(
+    result: ShardResult, meta: dict[str, Any], *, randomized: bool, needs_adaptive: bool
+) -> list[dict[str, Any]]:
+    """Records for one cell. ``meta``: run_id, config_hash, dataset, model, defense, inference,
+    seed, versions, started."""
+    n = int(result.clean_correct.numel())
+    clean = result.clean_correct
+    n_clean = int(clean.sum())
+    finished = now_iso()
+
+    def record(attack, tm, norm, eps, robust, **extra) -> dict[str, Any]:
+        n_robust = int(robust.sum())
+        rec = Record(
+            attack=attack,
+            threat_model=tm,
+            norm=norm,
+            eps=eps,
+            n_examples=n,
+            clean_acc=n_clean / n,
+            robust_acc=n_robust / n,
+            n_clean_correct=n_clean,
+            n_robust=n_robust,
+            clean_ci=wilson_interval(n_clean, n),
+            robust_ci=wilson_interval(n_robust, n),
+            finished=finished,
+            **{k: meta[k] for k in ("run_id", "config_hash", "dataset", "model", "defense")},
+            inference=meta["inference"],
+            seed=meta["seed"],
+            versions=meta["versions"],
+            started=meta["started"],
+            attack_params=extra.pop("attack_params", {}),
+            forward_passes=extra.pop("forward_passes", 0.0),
+            backward_passes=extra.pop("backward_passes", 0.0),
+            wall_seconds=extra.pop("wall_seconds", 0.0),
+        ).to_dict()
+        rec.update(extra)
+        return rec
+
+    records, robust_of = [], {}
+    for o in result.outcomes:
+        robust = clean & o.adv_correct
+        robust_of[(o.attack, o.threat_model, o.norm, o.eps)] = robust
+        survivors_broken = o.component_broken.get("square")
+        records.append(
+            record(
+                o.attack,
+                o.threat_model,
+                o.norm,
+                o.eps,
+                robust,
+                kind="attack",
+                attack_params={**o.params, "kind": o.spec.get("kind", o.attack)},
+                forward_passes=o.forward_rows / n,
+                backward_passes=o.backward_rows / n,
+                wall_seconds=o.wall_seconds,
+                adv_acc=float(o.adv_correct.float().mean()),
+                zero_grad_share=float(result.zero_grad[o.threat_model].float().mean()),
+                randomized=randomized,
+                eot=o.eot,
+                bpda=o.bpda,
+                square_broke_whitebox_survivors=bool(
+                    survivors_broken is not None and survivors_broken.any()
+                ),
+            )
+        )
+    apply_sanity_flags(records, needs_adaptive)
+    records.extend(_worst_cases(records, robust_of, record))
+    return records
+
+
+def _worst_cases(attack_records, robust_of, record) -> list[dict[str, Any]]:
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    threat_models = {r["threat_model"] for r in attack_records}
+    for r in attack_records:
+        groups[(r["threat_model"], r["norm"], r["eps"])].append(r)
+        if len(threat_models) > 1:
+            groups[(ALL_THREAT_MODELS, r["norm"], r["eps"])].append(r)
+    out = []
+    for (tm, norm, eps), members in groups.items():
+        masks = [robust_of[(m["attack"], m["threat_model"], m["norm"], m["eps"])] for m in members]
+        robust = torch.stack(masks).all(dim=0)
+        flags = sorted({f for m in members for f in m["sanity_flags"]})
+        out.append(
+            record(
+                WORST_CASE,
+                tm,
+                norm,
+                eps,
+                robust,
+                kind="worst_case",
+                attack_params={"over": sorted({f"{m['attack']}/{m['threat_model']}" for m in members})},
+                forward_passes=sum(m["forward_passes"] for m in members),
+                backward_passes=sum(m["backward_passes"] for m in members),
+                wall_seconds=sum(m["wall_seconds"] for m in members),
+                sanity_flags=flags,
+            )
+        )
+    return out

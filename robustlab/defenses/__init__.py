@@ -1,0 +1,1 @@
+"""Defenses: LightningModules that train a net."""

@@ -1,0 +1,87 @@
+"""DefenseModule: the LightningModule every defense extends.
+
+It owns the net, the optimizer and schedule, and the metrics every defense logs: train loss,
+train/val clean accuracy, and a cheap validation PGD accuracy. A subclass only says how a batch
+becomes a training loss (``training_loss``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from robustlab.defenses.inner import InnerAttack, pgd
+from robustlab.defenses.optim import build_optimizer, build_schedule
+from robustlab.modes import eval_mode
+
+
+class DefenseModule(pl.LightningModule):
+    """Base class: ``net`` maps pixel-space [0,1] NCHW inputs to logits."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        name: str,
+        num_classes: int,
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        val_attack: dict[str, Any] | None = None,
+        monitor: str = "val/clean_acc",
+    ):
+        super().__init__()
+        self.net = net
+        self.name = name
+        self.monitor = monitor
+        self.optimizer_cfg = dict(optimizer)
+        self.scheduler_cfg = dict(scheduler or {"name": "none"})
+        self.val_attack = InnerAttack(**val_attack) if val_attack else None
+        self.save_hyperparameters(ignore=["net"])
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_pgd_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_loss(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return (loss, clean logits or None); None means the base computes clean logits."""
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss, clean_logits = self.training_loss(x, y)
+        if clean_logits is None:
+            with torch.no_grad(), eval_mode(self.net):
+                clean_logits = self.net(x)
+        self.train_acc(clean_logits.detach(), y)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
+        self.log("train/clean_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        self.val_acc(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log("val/clean_acc", self.val_acc, prog_bar=True)
+        if self.val_attack is not None:
+            x_adv = pgd(self.net, x, y, self.val_attack)
+            with torch.no_grad():
+                self.val_pgd_acc(self.net(x_adv), y)
+            self.log("val/pgd_acc", self.val_pgd_acc, prog_bar=True)
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.net.parameters(), self.optimizer_cfg)
+        schedule = build_schedule(
+            optimizer, self.scheduler_cfg, int(self.trainer.estimated_stepping_batches)
+        )
+        if schedule is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -1,0 +1,73 @@
+"""Checks that turn bad input into a one-line error before anything expensive starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+MODES = ("train", "eval")
+
+
+class ConfigError(ValueError):
+    """A bad value in the composed config; the message is one line naming it."""
+
+
+def _check_linf_eps(where: str, eps: Any, allow_zero: bool = False) -> None:
+    low_ok = (lambda e: e >= 0) if allow_zero else (lambda e: e > 0)
+    values = eps if isinstance(eps, list | tuple) else [eps]
+    for e in values:
+        try:
+            e = float(e)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}={e!r} is not a number") from None
+        if not (low_ok(e) and e <= 1):
+            interval = "[0, 1]" if allow_zero else "(0, 1]"
+            raise ConfigError(
+                f"{where}={e} is outside {interval}: pixels live in [0,1], so an L-inf eps must be "
+                f"in {interval} (e.g. 8/255=0.0314 for CIFAR, 0.3 for MNIST)"
+            )
+
+
+def _check_l2_eps(where: str, eps: Any) -> None:
+    values = eps if isinstance(eps, list | tuple) else [eps]
+    for e in values:
+        if float(e) < 0:
+            raise ConfigError(f"{where}={e} must be >= 0")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first bad value (mode, ckpt, epochs, eps, eval sizes)."""
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode={cfg.mode!r} is not one of {list(MODES)}")
+    if cfg.mode == "eval":
+        if not cfg.get("ckpt"):
+            raise ConfigError("mode=eval needs ckpt=PATH (a Lightning checkpoint or a state_dict)")
+        if not Path(cfg.ckpt).is_file():
+            raise ConfigError(f"ckpt={cfg.ckpt} does not exist or is not a file")
+    epochs = cfg.trainer.get("max_epochs")
+    if cfg.mode == "train" and (epochs is None or int(epochs) <= 0):
+        raise ConfigError(f"trainer.max_epochs={epochs} must be a positive integer")
+    _check_linf_eps("dataset.eps", cfg.dataset.eps)
+    inner = cfg.defense.get("inner")
+    if inner is not None:
+        if inner.get("norm", "linf") == "linf":
+            _check_linf_eps("defense.inner.eps", inner.eps)
+        else:
+            _check_l2_eps("defense.inner.eps", inner.eps)
+    n = cfg.eval.get("n_examples")
+    if n is not None and int(n) <= 0:
+        raise ConfigError(f"eval.n_examples={n} must be positive (or null for the whole test split)")
+
+
+def validate_attack_specs(specs: list[dict[str, Any]]) -> None:
+    for spec in specs:
+        where = f"attack {spec['name']}: eps"
+        if spec.get("norm") == "linf":
+            _check_linf_eps(where, spec["eps"], allow_zero=True)
+        else:
+            _check_l2_eps(where, spec["eps"])
+        steps = spec.get("steps")
+        if steps is not None and int(steps) <= 0:
+            raise ConfigError(f"attack {spec['name']}: steps={steps} must be positive")

@@ -1,0 +1,26 @@
+"""Shared test setup: small thread pools (CI has 2 cores) and a composed-config helper."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from robustlab.paths import CONF_DIR
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    """Compose the project config with overrides, output_dir pointed at a temp folder."""
+
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(
+                config_name="config", overrides=[f"output_dir={tmp_path}", *overrides]
+            )
+
+    return _compose
