@@ -11,6 +11,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -18,12 +19,20 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from robustlab.attacks.callback import RobustEvaluation, split_tensors
 from robustlab.attacks.evaluator import Evaluator
 from robustlab.attacks.specs import resolve_attack_specs
+from robustlab.cache import (
+    CacheWriter,
+    checkpoint_path,
+    is_worker_rank,
+    training_config,
+    training_lock,
+)
 from robustlab.checkpointing import AtomicCheckpointIO
 from robustlab.config import config_hash
 from robustlab.inference.build import build_predictor
 from robustlab.loggers import build_loggers
 from robustlab.models.loading import load_weights
 from robustlab.results.versions import library_versions
+from robustlab.resume import completed_records, discard_partial, mark_complete
 from robustlab.validate import ConfigError, validate_attack_specs, validate_config
 
 
@@ -74,8 +83,15 @@ def run(cfg: DictConfig) -> list[dict]:
 
 
 def execute(cfg: DictConfig, specs, datamodule, net) -> list[dict]:
-    """Train (unless mode=eval) and evaluate an already validated cell."""
+    """Train (unless cached or mode=eval) and evaluate an already validated cell."""
     out = Path(cfg.output_dir)
+    cell_hash = config_hash(cfg)
+    done = completed_records(out, cell_hash)
+    if done is not None:
+        print(f"robustlab: {out} is complete ({len(done)} records); skipping")
+        return done
+    if not is_worker_rank():
+        discard_partial(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -83,10 +99,46 @@ def execute(cfg: DictConfig, specs, datamodule, net) -> list[dict]:
     evaluator = build_evaluator(cfg, specs, datamodule, loggers)
 
     if cfg.mode == "eval":
-        x, y = split_tensors(datamodule, "test")
-        return evaluator.evaluate(net, x, y)
+        records = evaluate_loaded(cfg, evaluator, datamodule, net)
+    else:
+        records = train_or_reuse(cfg, evaluator, datamodule, net, loggers)
+    if records and not is_worker_rank():
+        mark_complete(out, cell_hash, len(records))
+    return records
 
-    defense = instantiate(cfg.defense, net=net)
+
+def evaluate_loaded(cfg: DictConfig, evaluator: Evaluator, datamodule, net) -> list[dict]:
+    """Evaluate weights already in ``net`` in this process, on the trainer's device kind."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+        net = net.cuda()
+    x, y = split_tensors(datamodule, "test")
+    return evaluator.evaluate(net, x, y)
+
+
+def train_or_reuse(cfg: DictConfig, evaluator: Evaluator, datamodule, net, loggers) -> list[dict]:
+    """Load the cached checkpoint of this training config, or train it once under a lock."""
+    use_cache = bool(cfg.cache.enabled) and not cfg.trainer.get("fast_dev_run")
+    cached = checkpoint_path(cfg) if use_cache else None
+    lock = training_lock(cached) if cached is not None else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        if cached is not None and cached.is_file():
+            if lock is not None:
+                lock.release()
+            print(f"robustlab: reusing trained weights {cached}")
+            load_weights(net, cached)
+            return evaluate_loaded(cfg, evaluator, datamodule, net)
+        return train(cfg, evaluator, datamodule, net, loggers, cached, lock)
+    finally:
+        if lock is not None and lock.is_locked:
+            lock.release()
+
+
+def train(cfg, evaluator, datamodule, net, loggers, cached, lock) -> list[dict]:
+    out = Path(cfg.output_dir)
+    defense = instantiate(cfg.defense, net=net, _convert_="all")
     checkpoints = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best",
@@ -94,18 +146,22 @@ def execute(cfg: DictConfig, specs, datamodule, net) -> list[dict]:
         mode="max",
         save_last=True,
     )
-    callback = RobustEvaluation(
+    callbacks = [checkpoints]
+    if cached is not None:
+        callbacks.append(CacheWriter(cached, training_config(cfg), lock))
+    evaluation = RobustEvaluation(
         evaluator, int(cfg.eval.every_n_val_epochs), int(cfg.eval.val_subset)
     )
+    callbacks.append(evaluation)
     trainer = instantiate(
         cfg.trainer,
         logger=loggers or False,
-        callbacks=[checkpoints, callback],
+        callbacks=callbacks,
         default_root_dir=str(out),
         plugins=[AtomicCheckpointIO()],
     )
     trainer.fit(defense, datamodule=datamodule)
-    return callback.records
+    return evaluation.records if trainer.is_global_zero else []
 
 
 def fail(err: Exception) -> None:

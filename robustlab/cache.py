@@ -1,0 +1,77 @@
+"""The training cache: a hash of everything that determines training names a checkpoint.
+
+A cell whose checkpoint exists only evaluates; cells that share a training config and run at the
+same time train it once (a file lock), the others wait and reuse it. Attacks, inference wrappers
+and evaluation settings are not part of the key, so sweeping them never retrains.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
+
+from robustlab.checkpointing import save_atomic
+from robustlab.config import config_hash
+
+# Dataset keys that change how data is read or batched for evaluation, not what training sees.
+_DATASET_IGNORED = ("root", "download", "num_workers", "eval_batch_size")
+# Trainer keys that determine the trained weights (devices/strategy/logging do not, by design).
+_TRAINER_KEPT = ("max_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val")
+
+
+def training_config(cfg: DictConfig) -> dict[str, Any]:
+    """The part of a cell's config that determines its trained weights."""
+    full = OmegaConf.to_container(cfg, resolve=True)
+    dataset = {k: v for k, v in full["dataset"].items() if k not in _DATASET_IGNORED}
+    trainer = {k: full["trainer"].get(k) for k in _TRAINER_KEPT}
+    return {
+        "dataset": dataset,
+        "model": full["model"],
+        "defense": full["defense"],
+        "trainer": trainer,
+        "seed": full["seed"],
+    }
+
+
+def training_key(cfg: DictConfig) -> str:
+    return config_hash(training_config(cfg))
+
+
+def checkpoint_path(cfg: DictConfig) -> Path:
+    name = f"{cfg.dataset.name}-{cfg.model.name}-{cfg.defense.name}-{training_key(cfg)}.pt"
+    return Path(cfg.cache.dir) / name
+
+
+def is_worker_rank() -> bool:
+    """True in the extra processes Lightning's DDP launcher starts (they must not take the lock)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0
+
+
+def training_lock(path: Path) -> FileLock | None:
+    """The lock guarding ``path`` (None in DDP worker processes, which follow rank 0)."""
+    if is_worker_rank():
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock")
+
+
+class CacheWriter(pl.Callback):
+    """After fit, rank 0 stores the trained net atomically in the cache and releases the lock,
+    so waiting cells can start evaluating while this one evaluates too."""
+
+    def __init__(self, path: Path, training_cfg: dict[str, Any], lock: FileLock | None):
+        self.path = path
+        self.training_cfg = training_cfg
+        self.lock = lock
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            state = {k: v.detach().cpu() for k, v in pl_module.net.state_dict().items()}
+            save_atomic({"state_dict": state, "training_config": repr(self.training_cfg)}, self.path)
+        if self.lock is not None and self.lock.is_locked:
+            self.lock.release()
