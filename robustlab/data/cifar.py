@@ -1,0 +1,85 @@
+"""CIFAR-10/100 reader (the official python pickles) and datamodules."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustlab.data.base import ImageDataModule
+from robustlab.data.download import extract_tar
+
+
+def read_cifar_batch(path: str | Path, label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pickled batch -> (uint8 (N, 3, 32, 32), int64 labels); keys b"data" and ``label_key``."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        try:
+            entry = pickle.load(handle, encoding="bytes")
+        except Exception as err:
+            raise ValueError(
+                f"{path}: not a CIFAR python pickle ({type(err).__name__}: {err})"
+            ) from err
+    if not isinstance(entry, dict) or b"data" not in entry or label_key not in entry:
+        keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+        raise ValueError(f"{path}: expected keys b'data' and {label_key!r}, found {keys}")
+    data = np.asarray(entry[b"data"], dtype=np.uint8)
+    labels = np.asarray(entry[label_key], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+        raise ValueError(
+            f"{path}: data shape {data.shape} with {len(labels)} labels, expected (N, 3072) with N labels"
+        )
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
+
+
+def read_cifar_batches(paths: list[Path], label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate several batches in order."""
+    parts = [read_cifar_batch(p, label_key) for p in paths]
+    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+
+
+class _CifarDataModule(ImageDataModule):
+    """Reads ``folder/train_files`` and ``folder/test_file`` under root; downloads one tarball."""
+
+    folder: str
+    train_files: tuple[str, ...]
+    test_file: str
+    label_key: bytes
+    mirrors = ("https://www.cs.toronto.edu/~kriz/",)
+
+    def expected_files(self) -> list[str]:
+        return [f"{self.folder}/{name}" for name in (*self.train_files, self.test_file)]
+
+    def after_download(self) -> None:
+        if self.missing_files():
+            extract_tar(self.root / self.resources[0][0], self.root)
+
+    def load(self):
+        folder = self.root / self.folder
+        x_train, y_train = read_cifar_batches(
+            [folder / f for f in self.train_files], self.label_key
+        )
+        x_test, y_test = read_cifar_batch(folder / self.test_file, self.label_key)
+        return x_train, y_train, x_test, y_test
+
+
+class CIFAR10DataModule(_CifarDataModule):
+    """CIFAR-10 (Krizhevsky, 2009), python version; md5 from the official page."""
+
+    folder = "cifar-10-batches-py"
+    train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
+    test_file = "test_batch"
+    label_key = b"labels"
+    resources = (("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),)
+
+
+class CIFAR100DataModule(_CifarDataModule):
+    """CIFAR-100 (Krizhevsky, 2009), python version, 100 fine labels; md5 from the official page."""
+
+    folder = "cifar-100-python"
+    train_files = ("train",)
+    test_file = "test"
+    label_key = b"fine_labels"
+    resources = (("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),)
