@@ -79,7 +79,7 @@ def crafting_model(
     """(model to craft on, context factory, uses EOT, uses BPDA) for a threat model."""
     if threat_model == "oblivious":
         return predictor.net, nullcontext, False, False
-    native_eot = bool(spec.get("eot_iter"))
+    native_eot = int(spec.get("eot_iter") or 1) > 1
     use_eot = predictor.randomized and eot_draws > 1 and not native_eot
     model = EOT(predictor, eot_draws) if use_eot else predictor
     use_bpda = not predictor.differentiable

@@ -32,7 +32,8 @@ def resolve_attack_specs(cfg: DictConfig) -> list[dict[str, Any]]:
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise ValueError(f"attacks={unknown} not found; valid attacks: {valid}")
-    overrides = OmegaConf.to_container(cfg.get("attack") or {}, resolve=True)
+    node = cfg.get("attack")
+    overrides = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     per_attack = {k: v for k, v in overrides.items() if k in valid and isinstance(v, dict)}
     shared = {k: v for k, v in overrides.items() if k not in per_attack and v is not None}
     specs = []

@@ -1,0 +1,50 @@
+"""Adaptive threat-model tools: EOT over randomness and BPDA through non-differentiable parts.
+
+EOT (Athalye, Engstrom, Ilyas, Kwok, ICML 2018; Tramer et al., NeurIPS 2020 for Mixup Inference)
+attacks the expected prediction of a randomized predictor. BPDA (Athalye, Carlini, Wagner, ICML
+2018) routes gradients of non-differentiable steps through a surrogate; it is switched on only
+while an attack crafts (inside the context manager of :func:`adaptive_model`): scoring always
+uses the predictor's real forward, outside it.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from torch import nn
+
+
+class EOT(nn.Module):
+    """``log(mean_k softmax(predictor(x)))`` over ``draws`` independent forwards (log-probs)."""
+
+    output = "log_probs"
+    randomized = True
+
+    def __init__(self, predictor: nn.Module, draws: int):
+        super().__init__()
+        if draws < 1:
+            raise ValueError(f"EOT needs draws >= 1, got {draws}")
+        self.predictor, self.draws = predictor, draws
+        self.differentiable = getattr(predictor, "differentiable", True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([self.predictor(x).log_softmax(-1) for _ in range(self.draws)])
+        return logp.logsumexp(0) - math.log(self.draws)
+
+
+def adaptive_model(
+    predictor: nn.Module, eot_draws: int
+) -> tuple[nn.Module, AbstractContextManager]:
+    """The model an adaptive attack crafts on, and the context to craft in.
+
+    ``EOT(predictor, eot_draws)`` if the predictor is randomized, else the predictor; the context
+    is ``predictor.bpda_enabled()`` if it is not differentiable, else a null context. Score the
+    adversarial examples outside the context, on the predictor itself.
+    """
+    randomized = getattr(predictor, "randomized", False)
+    model = EOT(predictor, eot_draws) if randomized else predictor
+    if getattr(predictor, "differentiable", True):
+        return model, nullcontext()
+    return model, predictor.bpda_enabled()
