@@ -1,0 +1,103 @@
+"""Benchmark: the batched Mixup Inference forward against its floor and a Python loop.
+
+Mixup Inference (Pang, Xu, Zhu, ICLR 2020) runs the net on N mixes of every input. Timed on one
+batch of random images with ``robustlab.models.smallcnn.SmallCNN`` (median of ``--repeats``):
+
+  (a) batched  MixupInference forward: all B*N mixes in one batched net call (chunked), sampling
+               of fresh partners and the bare forward for y_hat included;
+  (b) floor    N forwards of the bare net on the same batch (the compute MI cannot avoid);
+  (c) looped   the reference path, one net call per draw (``_forward_looped``, fixed partners).
+
+    python experiments/bench/mi_batched_forward.py --batch 64 --n 30 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from robustlab.inference.mixup_inference import MixupInference
+from robustlab.models.smallcnn import SmallCNN
+
+
+class RandomData:
+    """A datamodule stand-in: random images, 20 per class, as every split."""
+
+    def __init__(self, channels: int, size: int, classes: int):
+        self.x = torch.rand(20 * classes, channels, size, size)
+        self.y = torch.arange(classes).repeat_interleave(20)
+
+    def setup(self, stage=None):
+        pass
+
+    def tensors(self, split):
+        return self.x, self.y
+
+
+def median_ms(fns, repeats: int, device: torch.device) -> list[float]:
+    """Median wall time of each function; repeats interleave them so load drift hits all alike."""
+    times = [[] for _ in fns]
+    for fn in fns:
+        fn()  # warm-up
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            spent.append(time.perf_counter() - start)
+    return [1000 * statistics.median(t) for t in times]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--n", type=int, default=30, help="mixes per input (N_OL)")
+    p.add_argument("--channels", type=int, default=1)
+    p.add_argument("--image-size", type=int, default=28)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--chunk-size", type=int, default=2048)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    c, s, k = args.channels, args.image_size, args.classes
+    net = SmallCNN(in_channels=c, num_classes=k, image_size=s, mean=[0.5] * c, std=[0.25] * c)
+    net = net.to(device).eval()
+    mi = MixupInference(
+        net, RandomData(c, s, k), name="mi_ol", mode="ol", n_ol=args.n, chunk_size=args.chunk_size
+    ).to(device)
+    x = torch.rand(args.batch, c, s, s, device=device)
+    with torch.no_grad():
+        partners = mi.draw_partners(x, net(x))
+
+        def floor():
+            for _ in range(args.n):
+                net(x)
+
+        paths = {
+            "(a) batched MI forward": lambda: mi(x),
+            "(b) floor: N bare forwards": floor,
+            "(c) looped MI (per draw)": lambda: mi._forward_looped(x, partners),
+        }
+        rows = list(zip(paths, median_ms(list(paths.values()), args.repeats, device)))
+    print(
+        f"device={device} threads={args.threads} batch={args.batch} N={args.n} "
+        f"image={c}x{s}x{s} chunk={args.chunk_size} repeats={args.repeats}"
+    )
+    print(f"{'path':28s} {'median ms':>10s} {'x floor':>8s}")
+    for label, ms in rows:
+        print(f"{label:28s} {ms:10.1f} {ms / rows[1][1]:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Mixup Inference (Pang, Xu, Zhu, ICLR 2020): partner rules, the pool, batched forward, routing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from robustlab.inference.mixup_inference import MixupInference
+
+C = 4  # classes
+VAL, TEST = 0.25, 0.75  # marker pixel telling pool images of the val and test splits apart
+
+
+def _split(marker: float, per_class: int = 5, classes=range(C)):
+    """Images whose pixel (0,0,0) encodes the label and pixel (0,0,1) the split."""
+    y = torch.tensor([c for c in classes for _ in range(per_class)])
+    x = torch.rand(len(y), 1, 4, 4)
+    x[:, 0, 0, 0] = y / 10
+    x[:, 0, 0, 1] = marker
+    return x, y
+
+
+class FakeData:
+    """The datamodule surface the pool uses: ``setup`` and ``tensors(split)``."""
+
+    def __init__(self, classes=range(C)):
+        torch.manual_seed(0)
+        val, test = _split(VAL, classes=classes), _split(TEST)
+        self.splits = {"train": val, "val": val, "test": test}
+        self.stages = []
+
+    def prepare_data(self):
+        pass
+
+    def setup(self, stage=None):
+        self.stages.append(stage)
+
+    def tensors(self, split):
+        return self.splits[split]
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, C)).eval()
+
+
+def _mi(mode="ol", data=None, **kwargs):
+    return MixupInference(_net(), data or FakeData(), name=f"mi_{mode}", mode=mode, **kwargs)
+
+
+def _labels(images):
+    return (images[..., 0, 0, 0] * 10).round().long()
+
+
+def _x(b=6):
+    torch.manual_seed(3)
+    return torch.rand(b, 1, 4, 4)
+
+
+def test_pl_partners_share_the_predicted_class():
+    mi, x = _mi("pl", n_pl=7), _x()
+    logits = torch.eye(C)[[0, 1, 2, 3, 3, 1]] * 5
+    partners = mi.draw_partners(x, logits)["pl"]
+    assert partners.shape == (6, 7, 1, 4, 4)
+    assert (_labels(partners) == logits.argmax(1)[:, None]).all()
+
+
+def test_ol_partners_avoid_the_predicted_class_and_cover_the_others_uniformly():
+    mi, x = _mi("ol", n_ol=3000), _x(2)
+    logits = torch.eye(C)[[0, 2]]
+    labels = _labels(mi.draw_partners(x, logits)["ol"])
+    for row, y_hat in zip(labels, (0, 2)):
+        assert (row != y_hat).all()
+        freq = torch.bincount(row, minlength=C).float() / len(row)
+        others = [c for c in range(C) if c != y_hat]
+        torch.testing.assert_close(freq[others], torch.full((C - 1,), 1 / 3), atol=0.04, rtol=0)
+
+
+def test_pool_defaults_to_heldout_data():
+    data = FakeData()
+    mi = _mi("combined", data=data, pool_size=6)
+    assert data.stages == ["fit"] and len(mi.pool) == 6
+    assert (mi.pool.images[:, 0, 0, 1] == VAL).all()
+    test_pool = _mi("ol", pool="test").pool
+    assert (test_pool.images[:, 0, 0, 1] == TEST).all()
+
+
+def test_other_pool_draws_from_another_datamodule():
+    cfg = {"_target_": f"{__name__}.FakeData", "classes": [0, 1]}
+    mi = _mi("ol", pool="other", pool_dataset=cfg)
+    labels = _labels(mi.draw_partners(_x(), torch.eye(C)[[0] * 6])["ol"])
+    assert set(labels.flatten().tolist()) <= {0, 1}
+    with pytest.raises(ValueError, match=r"only mode=ol can use it, not 'pl'"):
+        _mi("pl", pool="other", pool_dataset=cfg)
+
+
+def test_a_pool_missing_a_class_is_a_one_line_error():
+    mi = _mi("pl", data=FakeData(classes=[0, 1, 3]))
+    with pytest.raises(ValueError, match=r"pool 'heldout' \(15 images\) has no image of class 2"):
+        mi(_x())
+
+
+def test_bad_mode_and_pool_are_one_line_errors():
+    with pytest.raises(ValueError, match=r"mode='xl' is not one of \['pl', 'ol', 'combined'\]"):
+        _mi("xl")
+    with pytest.raises(ValueError, match=r"pool='train' is not one of"):
+        _mi("ol", pool="train")
+
+
+@pytest.mark.parametrize("mode", ["pl", "ol"])
+def test_lam_one_is_the_bare_model(mode):
+    mi, x = _mi(mode, lam_pl=1.0, lam_ol=1.0, n_pl=3, n_ol=5), _x()
+    torch.testing.assert_close(mi(x), mi.net(x).log_softmax(1), atol=1e-6, rtol=0)
+
+
+def test_batched_equals_looped_and_chunking_changes_nothing():
+    mi, x = _mi("combined", threshold=0.05), _x()
+    partners = mi.draw_partners(x, mi.net(x))
+    batched = mi._forward_fixed(x, partners)
+    torch.testing.assert_close(batched, mi._forward_looped(x, partners))
+    mi.chunk_size = 7
+    torch.testing.assert_close(mi._forward_fixed(x, partners), batched)
+
+
+def test_output_is_log_probabilities_with_gradients():
+    mi, x = _mi("ol"), _x().requires_grad_(True)
+    out = mi(x)
+    torch.testing.assert_close(out.logsumexp(1), torch.zeros(6), atol=1e-5, rtol=0)
+    (grad,) = torch.autograd.grad(out[:, 0].sum(), x)
+    assert grad.abs().sum() > 0
+    assert mi.randomized and mi.differentiable and mi.output == "log_probs"
+
+
+def test_fresh_partners_every_forward_and_seeded_reproducibility():
+    mi, x = _mi("ol", n_ol=2), _x()
+    torch.manual_seed(11)
+    first, second = mi(x), mi(x)
+    torch.manual_seed(11)
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(mi(x), first, atol=0, rtol=0)
+
+
+def test_combined_routes_each_example_by_the_gap():
+    mi, x = _mi("combined"), _x()
+    logits = mi.net(x)
+    partners = mi.draw_partners(x, logits)
+    pl = mi._mix_batched(x, partners["pl"], mi.lam["pl"])
+    ol = mi._mix_batched(x, partners["ol"], mi.lam["ol"])
+    gap = logits.softmax(1).amax(1) - pl.exp().amax(1)
+    assert gap.unique().numel() > 1
+    for threshold in (float("inf"), float("-inf"), gap.median().item()):
+        mi.threshold = threshold
+        below = (gap < threshold)[:, None]
+        out = mi._forward_fixed(x, partners, logits)
+        torch.testing.assert_close(out, torch.where(below, pl, ol))
+    assert below.any() and not below.all()
