@@ -61,7 +61,8 @@ def training_lock(path: Path) -> FileLock | None:
 
 
 class CacheWriter(pl.Callback):
-    """After fit, rank 0 stores the trained net atomically in the cache and releases the lock,
+    """After fit, rank 0 stores the trained defense (its full state_dict: the net under "net.",
+    plus any other trained parts) atomically in the cache and releases the lock,
     so waiting cells can start evaluating while this one evaluates too."""
 
     def __init__(self, path: Path, training_cfg: dict[str, Any], lock: FileLock | None):
@@ -71,7 +72,9 @@ class CacheWriter(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            state = {k: v.detach().cpu() for k, v in pl_module.net.state_dict().items()}
-            save_atomic({"state_dict": state, "training_config": repr(self.training_cfg)}, self.path)
+            state = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
+            save_atomic(
+                {"state_dict": state, "training_config": repr(self.training_cfg)}, self.path
+            )
         if self.lock is not None and self.lock.is_locked:
             self.lock.release()

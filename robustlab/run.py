@@ -20,19 +20,18 @@ from robustlab.attacks.callback import RobustEvaluation, split_tensors
 from robustlab.attacks.evaluator import Evaluator
 from robustlab.attacks.specs import resolve_attack_specs
 from robustlab.cache import (
-    CacheWriter,
     checkpoint_path,
     is_worker_rank,
-    training_config,
     training_lock,
 )
-from robustlab.checkpointing import AtomicCheckpointIO
 from robustlab.config import config_hash
 from robustlab.inference.build import build_predictor
 from robustlab.loggers import build_loggers
 from robustlab.models.loading import load_weights
+from robustlab.paths import CONF_DIR
 from robustlab.results.versions import library_versions
 from robustlab.resume import completed_records, discard_partial, mark_complete
+from robustlab.training import build_defense, fit, load_cached
 from robustlab.validate import ConfigError, validate_attack_specs, validate_config
 
 
@@ -51,7 +50,9 @@ def build_evaluator(cfg: DictConfig, specs, datamodule, loggers) -> Evaluator:
     inference_cfg = {k: v for k, v in OmegaConf.to_container(cfg.inference, resolve=True).items()}
     return Evaluator(
         specs=specs,
-        predictor_factory=lambda net: build_predictor(inference_cfg, net, datamodule),
+        predictor_factory=lambda net, defense=None: build_predictor(
+            inference_cfg, net, datamodule, defense
+        ),
         meta=meta,
         num_classes=int(cfg.dataset.num_classes),
         seed=int(cfg.seed),
@@ -107,61 +108,55 @@ def execute(cfg: DictConfig, specs, datamodule, net) -> list[dict]:
     return records
 
 
-def evaluate_loaded(cfg: DictConfig, evaluator: Evaluator, datamodule, net) -> list[dict]:
-    """Evaluate weights already in ``net`` in this process, on the trainer's device kind."""
+def evaluate_loaded(
+    cfg: DictConfig, evaluator: Evaluator, datamodule, net, defense=None
+) -> list[dict]:
+    """Evaluate weights already loaded, in this process, on the trainer's device kind."""
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda") and torch.cuda.is_available():
         net = net.cuda()
+        defense = defense.cuda() if defense is not None else None
     x, y = split_tensors(datamodule, "test")
-    return evaluator.evaluate(net, x, y)
+    return evaluator.evaluate(net, x, y, defense=defense)
 
 
 def train_or_reuse(cfg: DictConfig, evaluator: Evaluator, datamodule, net, loggers) -> list[dict]:
-    """Load the cached checkpoint of this training config, or train it once under a lock."""
+    """Reload the cached defense of this training config, or train it once under a lock."""
     use_cache = bool(cfg.cache.enabled) and not cfg.trainer.get("fast_dev_run")
     cached = checkpoint_path(cfg) if use_cache else None
     lock = training_lock(cached) if cached is not None else None
     if lock is not None:
         lock.acquire()
     try:
+        defense = build_defense(cfg, net)
         if cached is not None and cached.is_file():
-            if lock is not None:
-                lock.release()
+            lock.release()
             print(f"robustlab: reusing trained weights {cached}")
-            load_weights(net, cached)
-            return evaluate_loaded(cfg, evaluator, datamodule, net)
-        return train(cfg, evaluator, datamodule, net, loggers, cached, lock)
+            load_cached(defense, cached)
+            return evaluate_loaded(cfg, evaluator, datamodule, defense.net, defense)
+        checkpoints = ModelCheckpoint(
+            dirpath=Path(cfg.output_dir) / "checkpoints",
+            filename="best",
+            monitor=defense.monitor,
+            mode="max",
+            save_last=True,
+        )
+        evaluation = RobustEvaluation(
+            evaluator, int(cfg.eval.every_n_val_epochs), int(cfg.eval.val_subset)
+        )
+        trainer = fit(
+            cfg,
+            defense,
+            datamodule,
+            loggers=loggers,
+            callbacks=[checkpoints, evaluation],
+            cached=cached,
+            lock=lock,
+        )
+        return evaluation.records if trainer.is_global_zero else []
     finally:
         if lock is not None and lock.is_locked:
             lock.release()
-
-
-def train(cfg, evaluator, datamodule, net, loggers, cached, lock) -> list[dict]:
-    out = Path(cfg.output_dir)
-    defense = instantiate(cfg.defense, net=net, _convert_="all")
-    checkpoints = ModelCheckpoint(
-        dirpath=out / "checkpoints",
-        filename="best",
-        monitor=defense.monitor,
-        mode="max",
-        save_last=True,
-    )
-    callbacks = [checkpoints]
-    if cached is not None:
-        callbacks.append(CacheWriter(cached, training_config(cfg), lock))
-    evaluation = RobustEvaluation(
-        evaluator, int(cfg.eval.every_n_val_epochs), int(cfg.eval.val_subset)
-    )
-    callbacks.append(evaluation)
-    trainer = instantiate(
-        cfg.trainer,
-        logger=loggers or False,
-        callbacks=callbacks,
-        default_root_dir=str(out),
-        plugins=[AtomicCheckpointIO()],
-    )
-    trainer.fit(defense, datamodule=datamodule)
-    return evaluation.records if trainer.is_global_zero else []
 
 
 def fail(err: Exception) -> None:
@@ -170,7 +165,7 @@ def fail(err: Exception) -> None:
     sys.exit(2)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         prepared = prepare(cfg)

@@ -58,7 +58,9 @@ def validate_config(cfg: DictConfig) -> None:
             _check_l2_eps("defense.inner.eps", inner.eps)
     n = cfg.eval.get("n_examples")
     if n is not None and int(n) <= 0:
-        raise ConfigError(f"eval.n_examples={n} must be positive (or null for the whole test split)")
+        raise ConfigError(
+            f"eval.n_examples={n} must be positive (or null for the whole test split)"
+        )
 
 
 def validate_attack_specs(specs: list[dict[str, Any]]) -> None:

@@ -29,7 +29,12 @@ class RobustEvaluation(pl.Callback):
         x, y = split_tensors(trainer.datamodule, "test")
         with torch.inference_mode(False):
             self.records = self.evaluator.evaluate(
-                pl_module.net, x, y, rank=trainer.global_rank, world_size=trainer.world_size
+                pl_module.net,
+                x,
+                y,
+                rank=trainer.global_rank,
+                world_size=trainer.world_size,
+                defense=pl_module,
             )
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -42,11 +47,17 @@ class RobustEvaluation(pl.Callback):
         )
         with torch.inference_mode(False):
             records = subset.evaluate(
-                pl_module.net, x, y, rank=trainer.global_rank, world_size=trainer.world_size,
+                pl_module.net,
+                x,
+                y,
+                rank=trainer.global_rank,
+                world_size=trainer.world_size,
                 write=False,
+                defense=pl_module,
             )
         for r in records:
             pl_module.log(
-                f"val_robust/{r['attack']}/{r['threat_model']}_{r['eps']:g}", r["robust_acc"],
+                f"val_robust/{r['attack']}/{r['threat_model']}_{r['eps']:g}",
+                r["robust_acc"],
                 rank_zero_only=True,
             )

@@ -37,7 +37,7 @@ class Evaluator:
     """Everything needed to evaluate a trained net, except the net."""
 
     specs: list[dict[str, Any]]
-    predictor_factory: Callable[[nn.Module], Predictor]
+    predictor_factory: Callable[..., Predictor]  # (net, defense=None) -> Predictor
     meta: dict[str, Any]
     num_classes: int
     seed: int
@@ -58,13 +58,14 @@ class Evaluator:
         rank: int = 0,
         world_size: int = 1,
         write: bool = True,
+        defense: nn.Module | None = None,
     ) -> list[dict[str, Any]]:
         """Evaluate (x, y) with this rank's shard; returns the records (on every rank)."""
         if self.n_examples is not None:
             x, y = x[: self.n_examples], y[: self.n_examples]
         device = next(net.parameters()).device
         indices = torch.arange(len(x))[rank::world_size]
-        predictor = self.predictor_factory(net).to(device)
+        predictor = self.predictor_factory(net, defense).to(device)
         started = now_iso()
         shard = evaluate_shard(
             predictor,
@@ -105,5 +106,7 @@ class Evaluator:
             log_table = getattr(logger, "log_table", None)
             if log_table is not None:
                 columns = ["attack", "threat_model", "norm", "eps", "clean_acc", "robust_acc"]
-                log_table("records", columns=columns, data=[[r[c] for c in columns] for r in records])
+                log_table(
+                    "records", columns=columns, data=[[r[c] for c in columns] for r in records]
+                )
             logger.save()

@@ -68,7 +68,11 @@ def apply_sanity_flags(records: list[dict[str, Any]], needs_adaptive: bool) -> N
     for group in by_ball.values():
         white = [r["robust_acc"] for r in group if r["attack_params"].get("kind") in WHITEBOX_KINDS]
         for r in group:
-            if r["attack_params"].get("kind") == "square" and white and r["robust_acc"] < min(white):
+            if (
+                r["attack_params"].get("kind") == "square"
+                and white
+                and r["robust_acc"] < min(white)
+            ):
                 _add(r, "square_beats_whitebox")
 
 

@@ -146,7 +146,9 @@ def _worst_cases(attack_records, robust_of, record) -> list[dict[str, Any]]:
                 eps,
                 robust,
                 kind="worst_case",
-                attack_params={"over": sorted({f"{m['attack']}/{m['threat_model']}" for m in members})},
+                attack_params={
+                    "over": sorted({f"{m['attack']}/{m['threat_model']}" for m in members})
+                },
                 forward_passes=sum(m["forward_passes"] for m in members),
                 backward_passes=sum(m["backward_passes"] for m in members),
                 wall_seconds=sum(m["wall_seconds"] for m in members),

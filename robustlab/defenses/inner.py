@@ -56,8 +56,11 @@ def random_start(x: torch.Tensor, eps: float, norm: str, scale: float = 1.0) -> 
     if norm == "linf":
         delta = torch.empty_like(x).uniform_(-eps, eps) * scale
     else:
-        delta = _l2_normalize(torch.randn_like(x)) * eps * scale * torch.rand(
-            x.shape[0], *([1] * (x.dim() - 1)), device=x.device
+        delta = (
+            _l2_normalize(torch.randn_like(x))
+            * eps
+            * scale
+            * torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device)
         )
     return (x + delta).clamp(0, 1)
 
