@@ -7,6 +7,7 @@ compose cfg -> validate -> seed -> datamodule -> net -> defense (train) or check
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -25,17 +26,36 @@ from robustlab.cache import (
     training_lock,
 )
 from robustlab.config import config_hash
-from robustlab.inference.build import build_predictor
 from robustlab.loggers import build_loggers
 from robustlab.models.loading import load_weights
 from robustlab.paths import CONF_DIR
 from robustlab.results.versions import library_versions
 from robustlab.resume import completed_records, discard_partial, mark_complete
-from robustlab.training import build_defense, fit, load_cached
+from robustlab.training import (
+    build_defense,
+    dependency_config,
+    ensure_trained,
+    fit,
+    load_cached,
+)
 from robustlab.validate import ConfigError, validate_attack_specs, validate_config
 
 
-def build_evaluator(cfg: DictConfig, specs, datamodule, loggers) -> Evaluator:
+def inference_configs(cfg: DictConfig) -> list[dict]:
+    """The primary ``inference`` config plus each of ``eval.inferences`` (by name), deduplicated."""
+    primary = OmegaConf.to_container(cfg.inference, resolve=True)
+    configs = {primary["name"]: primary}
+    valid = sorted(p.stem for p in (CONF_DIR / "inference").glob("*.yaml"))
+    for name in cfg.eval.get("inferences") or []:
+        if name not in valid:
+            raise ConfigError(f"eval.inferences: {name!r} not found; valid inferences: {valid}")
+        root = OmegaConf.create({"dataset": cfg.dataset, "model": cfg.model})
+        root.inference = OmegaConf.load(CONF_DIR / "inference" / f"{name}.yaml")
+        configs.setdefault(name, OmegaConf.to_container(root.inference, resolve=True))
+    return list(configs.values())
+
+
+def build_evaluator(cfg: DictConfig, specs, inferences, datamodule, loggers) -> Evaluator:
     out = Path(cfg.output_dir)
     meta = {
         "run_id": out.name,
@@ -43,20 +63,17 @@ def build_evaluator(cfg: DictConfig, specs, datamodule, loggers) -> Evaluator:
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
         "defense": cfg.defense.name,
-        "inference": cfg.inference.name,
         "seed": int(cfg.seed),
         "versions": library_versions(),
     }
-    inference_cfg = {k: v for k, v in OmegaConf.to_container(cfg.inference, resolve=True).items()}
     return Evaluator(
         specs=specs,
-        predictor_factory=lambda net, defense=None: build_predictor(
-            inference_cfg, net, datamodule, defense
-        ),
+        inferences=inferences,
         meta=meta,
         num_classes=int(cfg.dataset.num_classes),
         seed=int(cfg.seed),
         output_dir=out,
+        datamodule=datamodule,
         n_examples=cfg.eval.n_examples,
         batch_size=int(cfg.eval.batch_size),
         threat_models=cfg.eval.threat_models,
@@ -65,25 +82,38 @@ def build_evaluator(cfg: DictConfig, specs, datamodule, loggers) -> Evaluator:
     )
 
 
-def prepare(cfg: DictConfig):
+@dataclass
+class Prepared:
+    """A validated cell: attack specs, inference configs, datamodule and an untrained net."""
+
+    specs: list[dict]
+    inferences: list[dict]
+    datamodule: pl.LightningDataModule
+    net: torch.nn.Module
+
+
+def prepare(cfg: DictConfig) -> Prepared:
     """Every check that can fail on bad input, before anything expensive starts."""
     validate_config(cfg)
     specs = resolve_attack_specs(cfg)
     validate_attack_specs(specs)
+    inferences = inference_configs(cfg)
+    for name in cfg.eval.get("compare_with") or []:
+        dependency_config(cfg, {"defense": name})
     datamodule = instantiate(cfg.dataset)
     datamodule.check_files()
     net = instantiate(cfg.model)
     if cfg.mode == "eval":
         load_weights(net, cfg.ckpt)
-    return specs, datamodule, net
+    return Prepared(specs, inferences, datamodule, net)
 
 
 def run(cfg: DictConfig) -> list[dict]:
     """Run one cell and return its records."""
-    return execute(cfg, *prepare(cfg))
+    return execute(cfg, prepare(cfg))
 
 
-def execute(cfg: DictConfig, specs, datamodule, net) -> list[dict]:
+def execute(cfg: DictConfig, prepared: Prepared) -> list[dict]:
     """Train (unless cached or mode=eval) and evaluate an already validated cell."""
     out = Path(cfg.output_dir)
     cell_hash = config_hash(cfg)
@@ -97,19 +127,22 @@ def execute(cfg: DictConfig, specs, datamodule, net) -> list[dict]:
     (out / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     loggers = build_loggers(cfg.logger)
-    evaluator = build_evaluator(cfg, specs, datamodule, loggers)
+    datamodule, net = prepared.datamodule, prepared.net
+    evaluator = build_evaluator(cfg, prepared.specs, prepared.inferences, datamodule, loggers)
 
     if cfg.mode == "eval":
         records = evaluate_loaded(cfg, evaluator, datamodule, net)
     else:
         records = train_or_reuse(cfg, evaluator, datamodule, net, loggers)
     if records and not is_worker_rank():
+        records += evaluate_baselines(cfg, evaluator, datamodule)
+    if records and not is_worker_rank():
         mark_complete(out, cell_hash, len(records))
     return records
 
 
 def evaluate_loaded(
-    cfg: DictConfig, evaluator: Evaluator, datamodule, net, defense=None
+    cfg: DictConfig, evaluator: Evaluator, datamodule, net, defense=None, meta=None
 ) -> list[dict]:
     """Evaluate weights already loaded, in this process, on the trainer's device kind."""
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
@@ -117,7 +150,20 @@ def evaluate_loaded(
         net = net.cuda()
         defense = defense.cuda() if defense is not None else None
     x, y = split_tensors(datamodule, "test")
-    return evaluator.evaluate(net, x, y, defense=defense)
+    return evaluator.evaluate(net, x, y, defense=defense, meta=meta)
+
+
+def evaluate_baselines(cfg: DictConfig, evaluator: Evaluator, datamodule) -> list[dict]:
+    """``eval.compare_with``: the same cell with another defense, trained (or found) through the
+    cache and evaluated with the same attacks, so the table shows the method beside its baseline."""
+    records = []
+    for name in cfg.eval.get("compare_with") or []:
+        sub = dependency_config(cfg, {"defense": name})
+        baseline = build_defense(sub, instantiate(sub.model))
+        load_cached(baseline, ensure_trained(sub))
+        meta = {"defense": name, "config_hash": config_hash(sub)}
+        records += evaluate_loaded(sub, evaluator, datamodule, baseline.net, baseline, meta)
+    return records
 
 
 def train_or_reuse(cfg: DictConfig, evaluator: Evaluator, datamodule, net, loggers) -> list[dict]:
@@ -171,7 +217,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         prepared = prepare(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         fail(err)
-    execute(cfg, *prepared)
+    execute(cfg, prepared)
 
 
 def main() -> None:

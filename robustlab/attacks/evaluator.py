@@ -5,7 +5,6 @@ Used by the Lightning callback after fit and by eval-only mode; rank 0 writes an
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from torch import nn
 
 from robustlab.attacks.engine import ShardResult, evaluate_shard
 from robustlab.attacks.summary import build_records, merge_shards, now_iso
-from robustlab.inference.base import Predictor
+from robustlab.inference.build import build_predictor
 from robustlab.results.store import append_records
 from robustlab.results.table import format_cell_table, format_flags_banner
 
@@ -34,14 +33,19 @@ def gather_shards(shard: ShardResult) -> list[ShardResult]:
 
 @dataclass
 class Evaluator:
-    """Everything needed to evaluate a trained net, except the net."""
+    """Everything needed to evaluate a trained net, except the net.
+
+    ``inferences`` are inference-wrapper configs (``_target_`` + params); each is built around the
+    same trained net and evaluated with every attack, its records carrying its own ``inference``.
+    """
 
     specs: list[dict[str, Any]]
-    predictor_factory: Callable[..., Predictor]  # (net, defense=None) -> Predictor
+    inferences: list[dict[str, Any]]
     meta: dict[str, Any]
     num_classes: int
     seed: int
     output_dir: Path
+    datamodule: Any = None
     n_examples: int | None = None
     batch_size: int = 256
     threat_models: Any = "auto"
@@ -59,47 +63,58 @@ class Evaluator:
         world_size: int = 1,
         write: bool = True,
         defense: nn.Module | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Evaluate (x, y) with this rank's shard; returns the records (on every rank)."""
         if self.n_examples is not None:
             x, y = x[: self.n_examples], y[: self.n_examples]
         device = next(net.parameters()).device
         indices = torch.arange(len(x))[rank::world_size]
-        predictor = self.predictor_factory(net, defense).to(device)
-        started = now_iso()
-        shard = evaluate_shard(
-            predictor,
-            x[indices].to(device),
-            y[indices].to(device),
-            indices,
-            self.specs,
-            num_classes=self.num_classes,
-            seed=self.seed + rank,
-            threat_models=self.threat_models,
-            eot_draws=self.eot_draws,
-            batch_size=self.batch_size,
-            progress=self.progress and rank == 0,
-        )
-        result = merge_shards(gather_shards(shard))
-        records = build_records(
-            result,
-            {**self.meta, "started": started},
-            randomized=predictor.randomized,
-            needs_adaptive=predictor.needs_adaptive_tools(),
-        )
+        records = []
+        for inference_cfg in self.inferences:
+            predictor = build_predictor(inference_cfg, net, self.datamodule, defense).to(device)
+            started = now_iso()
+            shard = evaluate_shard(
+                predictor,
+                x[indices].to(device),
+                y[indices].to(device),
+                indices,
+                self.specs,
+                num_classes=self.num_classes,
+                seed=self.seed + rank,
+                threat_models=self.threat_models,
+                eot_draws=self.eot_draws,
+                batch_size=self.batch_size,
+                progress=self.progress and rank == 0,
+            )
+            cell_meta = {**self.meta, **(meta or {}), "inference": predictor.name}
+            records += build_records(
+                merge_shards(gather_shards(shard)),
+                {**cell_meta, "started": started},
+                randomized=predictor.randomized,
+                needs_adaptive=predictor.needs_adaptive_tools(),
+            )
         if write and rank == 0:
-            append_records(self.output_dir / RECORDS_FILE, records)
-            self._log(records)
-            print(format_cell_table(records))
-            banner = format_flags_banner(records)
-            if banner:
-                print(banner)
+            self.publish(records)
         return records
+
+    def publish(self, records: list[dict[str, Any]]) -> None:
+        """Append the records atomically, log them, print one table per inference wrapper."""
+        append_records(self.output_dir / RECORDS_FILE, records)
+        self._log(records)
+        for inference in dict.fromkeys(r["inference"] for r in records):
+            print(format_cell_table([r for r in records if r["inference"] == inference]))
+        banner = format_flags_banner(records)
+        if banner:
+            print(banner)
 
     def _log(self, records: list[dict[str, Any]]) -> None:
         metrics = {"test/clean_acc": records[0]["clean_acc"]} if records else {}
         for r in records:
-            key = f"robust/{r['attack']}/{r['threat_model']}/{r['norm']}_{r['eps']:g}"
+            key = (
+                f"robust/{r['defense']}+{r['inference']}/{r['attack']}/{r['threat_model']}/"
+                f"{r['norm']}_{r['eps']:g}"
+            )
             metrics[key] = r["robust_acc"]
         for logger in self.loggers:
             logger.log_metrics(metrics)

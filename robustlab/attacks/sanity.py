@@ -2,7 +2,8 @@
 Croce & Hein 2020). Each check adds a flag name to the records it concerns; nothing is silent.
 
 Flags:
-- ``robust_above_clean``: accuracy on adversarial inputs above clean accuracy;
+- ``robust_above_clean``: accuracy on adversarial inputs above clean accuracy (for a randomized
+  predictor: above the upper end of the clean accuracy's 95% interval, so draw noise is not flagged);
 - ``not_decreasing_in_eps``: a larger eps gave higher robust accuracy (same attack, threat model);
 - ``more_steps_higher_acc``: more steps or restarts gave higher robust accuracy (same kind, eps);
 - ``square_beats_whitebox``: the black-box Square attack found more than every white-box attack,
@@ -30,7 +31,8 @@ def apply_sanity_flags(records: list[dict[str, Any]], needs_adaptive: bool) -> N
     """Add flags in place to the attack records (``kind`` == "attack") of one cell."""
     attacks = [r for r in records if r.get("kind") == "attack"]
     for r in attacks:
-        if r["adv_acc"] > r["clean_acc"]:
+        clean_bound = r["clean_ci"][1] if r["randomized"] else r["clean_acc"]
+        if r["adv_acc"] > clean_bound:
             _add(r, "robust_above_clean")
         if r["zero_grad_share"] >= VANISHING_SHARE:
             _add(r, "vanishing_gradients")
