@@ -95,6 +95,7 @@ class Prepared:
 def prepare(cfg: DictConfig) -> Prepared:
     """Every check that can fail on bad input, before anything expensive starts."""
     validate_config(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     specs = resolve_attack_specs(cfg)
     validate_attack_specs(specs)
     inferences = inference_configs(cfg)

@@ -1,0 +1,156 @@
+"""Natural distribution shifts, the "naturally OOD" inputs of Amich & Eshete (2022): darker
+(brightness scaling) and sharper (unsharp mask) images, plus Gaussian noise, each at severities
+0 (identity) to 5. They serve as training pairs for the translator and are reported like attacks.
+
+The levels are our choice (the paper's text was unavailable), in the spirit of the corruption
+levels of Hendrycks & Dietterich (ICLR 2019). Every output is clamped to [0,1]; the per-pixel
+distance |shift(x) - x| grows with severity (for noise: with the same noise draw), because each
+shift moves every pixel along a fixed direction by an amount that grows with severity.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustlab.attacks.summary import now_iso
+from robustlab.results.record import Record, wilson_interval
+
+MAX_SEVERITY = 5
+DARKER_SCALE = (1.0, 0.8, 0.65, 0.5, 0.35, 0.2)  # brightness factor per severity
+SHARPER_AMOUNT = (0.0, 1.0, 2.0, 3.0, 4.5, 6.0)  # unsharp-mask gain per severity
+NOISE_SIGMA = (0.0, 0.04, 0.08, 0.12, 0.18, 0.26)  # noise standard deviation per severity
+BLUR = torch.tensor([1.0, 2.0, 1.0]) / 4  # separable 3x3 binomial (Gaussian-like) kernel
+
+Severity = int | torch.Tensor
+
+
+def _level(table: tuple[float, ...], severity: Severity, x: torch.Tensor) -> torch.Tensor:
+    """The table's value per example, shaped (N, 1, 1, 1) (or a scalar tensor)."""
+    sev = torch.as_tensor(severity, device=x.device)
+    if sev.dtype.is_floating_point or sev.min() < 0 or sev.max() > MAX_SEVERITY:
+        raise ValueError(f"shift severity={severity} must be integers in 0..{MAX_SEVERITY}")
+    levels = torch.tensor(table, dtype=x.dtype, device=x.device)[sev.long()]
+    return levels.view(-1, 1, 1, 1) if levels.dim() else levels
+
+
+def darker(x: torch.Tensor, severity: Severity) -> torch.Tensor:
+    """Brightness scaling ``x * s`` with s from ``DARKER_SCALE``."""
+    return (x * _level(DARKER_SCALE, severity, x)).clamp(0, 1)
+
+
+def blur(x: torch.Tensor) -> torch.Tensor:
+    """3x3 binomial blur per channel (one batched depthwise conv), replicate padding."""
+    k = torch.outer(BLUR, BLUR).to(x)
+    c = x.shape[1]
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    return F.conv2d(padded, k.expand(c, 1, 3, 3), groups=c)
+
+
+def sharper(x: torch.Tensor, severity: Severity) -> torch.Tensor:
+    """Unsharp mask ``x + a * (x - blur(x))`` with gain a from ``SHARPER_AMOUNT``."""
+    return (x + _level(SHARPER_AMOUNT, severity, x) * (x - blur(x))).clamp(0, 1)
+
+
+def gaussian_noise(
+    x: torch.Tensor, severity: Severity, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``x + sigma * z``, z standard normal (from ``generator`` when given), sigma per severity."""
+    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (x + _level(NOISE_SIGMA, severity, x) * z).clamp(0, 1)
+
+
+SHIFTS = {"darker": darker, "sharper": sharper, "gaussian_noise": gaussian_noise}
+
+
+def check_shift_names(names: list[str]) -> None:
+    unknown = [n for n in names if n not in SHIFTS]
+    if unknown:
+        raise ValueError(f"natural shifts {unknown} unknown; valid shifts: {list(SHIFTS)}")
+
+
+def apply_shift(name: str, x: torch.Tensor, severity: Severity, seed: int = 0) -> torch.Tensor:
+    """Shift ``name`` at ``severity``; Gaussian noise draws from a generator seeded by ``seed``."""
+    check_shift_names([name])
+    if name != "gaussian_noise":
+        return SHIFTS[name](x, severity)
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    return gaussian_noise(x, severity, generator)
+
+
+@torch.no_grad()
+def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat(
+        [model(x[s : s + batch_size]).argmax(1) == y[s : s + batch_size] for s in range(0, len(x), batch_size)]
+    )
+
+
+def shift_records(
+    predictor: nn.Module,
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    meta: dict[str, Any],
+    severities: list[int],
+    shifts: list[str] | None = None,
+    batch_size: int = 256,
+) -> list[dict[str, Any]]:
+    """Records (``robustlab/results/record.py``) for the bare ``net`` (inference ``plain``) and the
+    defended ``predictor`` (``meta["inference"]``) under each shift and severity: attack
+    ``shift:<name>@<severity>``, threat model ``natural``, norm ``none``, eps = severity.
+
+    As for attacks, ``robust_acc`` counts an example only if it is correct clean and shifted;
+    ``adv_acc`` is the plain accuracy on the shifted inputs. Defended records carry
+    ``translated_share`` (share of shifted inputs the gate sent to the translator) when the
+    predictor records it. The caller fixes eval mode and the device; noise is seeded by
+    ``meta["seed"]`` (the same draw at every severity).
+    """
+    shifts = list(SHIFTS) if shifts is None else list(shifts)
+    check_shift_names(shifts)
+    models = {"plain": net, meta["inference"]: predictor}
+    clean = {k: _correct(m, x, y, batch_size) for k, m in models.items()}
+    started, records = now_iso(), []
+    for name in shifts:
+        for severity in severities:
+            x_shift = apply_shift(name, x, int(severity), seed=int(meta["seed"]))
+            for inference, model in models.items():
+                start = time.perf_counter()
+                shifted = _correct(model, x_shift, y, batch_size)
+                extra = {}
+                if model is predictor and hasattr(predictor, "translated_share"):
+                    extra["translated_share"] = predictor.translated_share(x_shift, batch_size)
+                records.append(
+                    _record(meta, inference, f"shift:{name}@{int(severity)}", int(severity),
+                            clean[inference], shifted, time.perf_counter() - start, started, extra)
+                )
+    return records
+
+
+def _record(meta, inference, attack, severity, clean, shifted, seconds, started, extra) -> dict:
+    n, n_clean, n_robust = len(clean), int(clean.sum()), int((clean & shifted).sum())
+    rec = Record(
+        **{k: meta[k] for k in ("run_id", "config_hash", "dataset", "model", "defense", "seed")},
+        inference=inference,
+        attack=attack,
+        threat_model="natural",
+        norm="none",
+        eps=float(severity),
+        n_examples=n,
+        clean_acc=n_clean / n,
+        robust_acc=n_robust / n,
+        n_clean_correct=n_clean,
+        n_robust=n_robust,
+        clean_ci=wilson_interval(n_clean, n),
+        robust_ci=wilson_interval(n_robust, n),
+        forward_passes=1.0,
+        wall_seconds=seconds,
+        versions=meta.get("versions", {}),
+        started=started,
+        finished=now_iso(),
+    ).to_dict()
+    rec.update(kind="natural_shift", adv_acc=float(shifted.float().mean()), **extra)
+    return rec
