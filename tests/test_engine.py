@@ -1,0 +1,180 @@
+"""The evaluation engine on toy models whose answers are known."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustlab.attacks.engine import ShardResult, evaluate_shard, threat_models_for
+from robustlab.attacks.summary import build_records, merge_shards
+from robustlab.inference.base import Predictor
+from robustlab.inference.bpda import bpda
+from robustlab.inference.plain import Plain
+from robustlab.results.record import WORST_CASE
+
+META = {
+    "run_id": "t",
+    "config_hash": "h",
+    "dataset": "toy",
+    "model": "linear",
+    "defense": "erm",
+    "inference": "plain",
+    "seed": 0,
+    "versions": {},
+    "started": "",
+}
+
+
+def pgd_spec(**kw):
+    spec = {"name": "pgd", "kind": "pgd", "norm": "linf", "eps": [0.1], "steps": 10}
+    spec.update(step_size=None, random_start=True, restarts=1, targeted=False)
+    spec.update(kw)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small MLP trained on separable-ish 10-class data shaped (N, 1, 4, 4)."""
+    g = torch.Generator().manual_seed(0)
+    centers = torch.rand(10, 16, generator=g)
+    y = torch.arange(200) % 10
+    x = (centers[y] + 0.08 * torch.randn(200, 16, generator=g)).clamp(0, 1).view(-1, 1, 4, 4)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval(), x, y
+
+
+def evaluate(net, x, y, specs, predictor=None, **kw):
+    predictor = predictor or Plain(net, name="plain")
+    shard = evaluate_shard(
+        predictor, x, y, torch.arange(len(x)), specs, num_classes=10, seed=0, progress=False, **kw
+    )
+    records = build_records(
+        shard,
+        META,
+        randomized=predictor.randomized,
+        needs_adaptive=predictor.needs_adaptive_tools(),
+    )
+    return shard, records
+
+
+def test_eps_zero_gives_exactly_clean_accuracy(trained):
+    net, x, y = trained
+    _, records = evaluate(net, x, y, [pgd_spec(eps=[0.0])])
+    assert all(r["robust_acc"] == r["clean_acc"] for r in records)
+    assert records[0]["clean_acc"] > 0.9
+
+
+def test_robust_never_above_clean_and_falls_with_eps(trained):
+    net, x, y = trained
+    _, records = evaluate(net, x, y, [pgd_spec(eps=[0.02, 0.05, 0.1, 0.3])])
+    accs = [r["robust_acc"] for r in records if r["attack"] == "pgd"]
+    assert all(a <= records[0]["clean_acc"] for a in accs)
+    assert accs == sorted(accs, reverse=True)
+    assert accs[-1] < 0.05
+
+
+def test_pgd_accuracy_does_not_rise_with_steps(trained):
+    net, x, y = trained
+    specs = [pgd_spec(name=f"pgd{k}", steps=k, eps=[0.05]) for k in (1, 5, 20, 50)]
+    _, records = evaluate(net, x, y, specs)
+    accs = [r["robust_acc"] for r in records if r["kind"] == "attack"]
+    assert all(later <= earlier for earlier, later in zip(accs, accs[1:]))
+    assert not any("more_steps_higher_acc" in r["sanity_flags"] for r in records)
+
+
+def test_pgd_agrees_with_an_independent_loop(trained):
+    net, x, y = trained
+    eps, steps, alpha = 0.05, 7, 0.01
+    spec = pgd_spec(eps=[eps], steps=steps, step_size=alpha, random_start=False)
+    shard, _ = evaluate(net, x, y, [spec])
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(net(x_adv), y), x_adv)
+        x_adv = x_adv.detach() + alpha * grad.sign()
+        x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1)
+    expected = net(x_adv).argmax(1) == y
+    assert torch.equal(shard.outcomes[0].adv_correct, expected)
+
+
+def test_worst_case_counts_a_point_robust_only_if_every_attack_failed(trained):
+    net, x, y = trained
+    specs = [{**pgd_spec(eps=[0.05]), "name": "fgsm", "kind": "fgsm"}, pgd_spec(eps=[0.05])]
+    for spec in specs[:1]:
+        for key in ("steps", "step_size", "random_start"):
+            spec.pop(key)
+    shard, records = evaluate(net, x, y, specs)
+    worst = next(r for r in records if r["attack"] == WORST_CASE)
+    both = shard.clean_correct & shard.outcomes[0].adv_correct & shard.outcomes[1].adv_correct
+    assert worst["n_robust"] == int(both.sum())
+
+
+def test_merge_counts_each_example_once():
+    def shard(idx, flags):
+        idx = torch.tensor(idx)
+        return ShardResult(idx, torch.tensor(flags), [], {})
+
+    merged = merge_shards([shard([0, 2, 4], [1, 0, 1]), shard([1, 3, 4], [1, 1, 1])])
+    assert merged.indices.tolist() == [0, 1, 2, 3, 4]
+    assert merged.clean_correct.tolist() == [1, 1, 0, 1, 1]
+
+
+def test_global_rng_untouched_by_evaluation(trained):
+    net, x, y = trained
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    evaluate(net, x[:20], y[:20], [pgd_spec(steps=2)])
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+class Rounding(Predictor):
+    """Quantizes inputs to {0, 1} before the net: zero gradient without BPDA."""
+
+    differentiable = False
+
+    def forward(self, x):
+        def quantize(t):
+            return torch.round(t)
+
+        return self.net(bpda(quantize, x) if self.use_bpda else quantize(x))
+
+
+class Lattice(nn.Module):
+    """Logit of class 1 = sum relu(z - 0.7) - sum relu(0.3 - z): only informative near {0, 1}."""
+
+    def forward(self, z):
+        score = (F.relu(z - 0.7) - F.relu(0.3 - z)).flatten(1).sum(1)
+        return torch.stack([-score, score], dim=1) * 10
+
+
+def rounding_case():
+    y = torch.arange(40) % 2
+    x = (0.4 + 0.2 * y.float()).view(-1, 1, 1, 1).expand(-1, 1, 4, 4).contiguous()
+    return Rounding(Lattice(), name="rounding"), x, y
+
+
+def test_rounding_predictor_oblivious_and_plain_gradients_fail_bpda_succeeds():
+    """Pixels at 0.4 / 0.6 round to 0 / 1. The bare net has zero gradient there, so oblivious
+    PGD stays put; round() has zero gradient, so PGD without BPDA stays put; with BPDA the
+    gradient is taken at the rounded image, and eps 0.12 carries every pixel across 0.5."""
+    predictor, x, y = rounding_case()
+    spec = pgd_spec(eps=[0.12], steps=10, step_size=0.02, random_start=False)
+    assert threat_models_for(predictor, "auto") == ["oblivious", "adaptive"]
+    _, records = evaluate(predictor.net, x, y, [spec], predictor=predictor)
+    acc = {r["threat_model"]: r["robust_acc"] for r in records if r["attack"] == "pgd"}
+    assert records[0]["clean_acc"] == 1.0
+    assert acc == {"oblivious": 1.0, "adaptive": 0.0}
+
+    no_bpda, x, y = rounding_case()
+    no_bpda.differentiable = True  # a predictor that hides its rounding: no BPDA is used
+    _, records = evaluate(no_bpda.net, x, y, [spec], predictor=no_bpda)
+    assert [r["robust_acc"] for r in records if r["attack"] == "pgd"] == [1.0]
+    assert any("vanishing_gradients" in r["sanity_flags"] for r in records)
