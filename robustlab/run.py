@@ -13,6 +13,8 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -26,6 +28,7 @@ from robustlab.cache import (
     training_lock,
 )
 from robustlab.config import config_hash
+from robustlab.devices import pin_gpu
 from robustlab.loggers import build_loggers
 from robustlab.models.loading import load_weights
 from robustlab.paths import CONF_DIR
@@ -214,6 +217,9 @@ def fail(err: Exception) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
+    runtime = HydraConfig.get()
+    job_num = runtime.job.num if runtime.mode == RunMode.MULTIRUN else None
+    pin_gpu(cfg, job_num, torch.cuda.device_count())
     try:
         prepared = prepare(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as err:
