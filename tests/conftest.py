@@ -19,8 +19,6 @@ def compose_cfg(tmp_path):
 
     def _compose(*overrides: str):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(
-                config_name="config", overrides=[f"output_dir={tmp_path}", *overrides]
-            )
+            return compose(config_name="config", overrides=[f"output_dir={tmp_path}", *overrides])
 
     return _compose

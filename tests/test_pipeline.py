@@ -75,9 +75,7 @@ def test_eval_mode_reproduces_the_numbers_from_the_saved_checkpoint(cell, tmp_pa
 
 def test_cache_hit_skips_training_and_rerun_skips_a_complete_cell(cell, tmp_path, capsys):
     first = run(cell("defense=erm", "output_dir=" + str(tmp_path / "one")))
-    other_attacks = run(
-        cell("defense=erm", "attacks=[pgd]", "output_dir=" + str(tmp_path / "two"))
-    )
+    other_attacks = run(cell("defense=erm", "attacks=[pgd]", "output_dir=" + str(tmp_path / "two")))
     assert "reusing trained weights" in capsys.readouterr().out
     assert other_attacks[0]["clean_acc"] == first[0]["clean_acc"]
     again = run(cell("defense=erm", "output_dir=" + str(tmp_path / "one")))
