@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,15 @@ def wandb_logger(
     entity: str | None = None,
     run_id: str | None = None,
 ):
-    """A WandbLogger grouped by sweep; ``run_id`` lets a resumed cell reuse its W&B run."""
+    """A WandbLogger grouped by sweep (the sweep directory's name). The run id derives from the
+    cell's directory unless given, so a resumed cell logs into the same W&B run."""
     from pytorch_lightning.loggers import WandbLogger
 
+    cell_dir = Path(save_dir).resolve()
     if group is None:
-        group = Path(save_dir).resolve().parent.name
+        group = cell_dir.parent.name
+    if run_id is None:
+        run_id = hashlib.sha1(str(cell_dir).encode()).hexdigest()[:16]
     return WandbLogger(
         project=project,
         entity=entity,
