@@ -25,3 +25,13 @@ def config_hash(cfg: DictConfig | dict[str, Any], keys: tuple[str, ...] | None =
         data = {k: v for k, v in data.items() if k not in _NON_SEMANTIC}
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _when(value: Any, members: Any, then: Any) -> Any:
+    """``${rl.when:${defense.name},${grid.mi_defenses},${grid.mi_wrappers}}``: ``then`` if
+    ``value`` is one of ``members``, else an empty list (per-cell choices inside one sweep)."""
+    return then if value in list(members) else []
+
+
+if not OmegaConf.has_resolver("rl.when"):
+    OmegaConf.register_new_resolver("rl.when", _when)

@@ -81,6 +81,7 @@ def build_evaluator(cfg: DictConfig, specs, inferences, datamodule, loggers) -> 
         batch_size=int(cfg.eval.batch_size),
         threat_models=cfg.eval.threat_models,
         eot_draws=int(cfg.eval.eot_draws),
+        heavy_on_randomized=bool(cfg.eval.heavy_attacks_on_randomized),
         loggers=loggers,
     )
 
@@ -98,6 +99,8 @@ class Prepared:
 def prepare(cfg: DictConfig) -> Prepared:
     """Every check that can fail on bad input, before anything expensive starts."""
     validate_config(cfg)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     specs = resolve_attack_specs(cfg)
     validate_attack_specs(specs)

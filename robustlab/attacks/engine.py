@@ -124,9 +124,20 @@ def evaluate_shard(
     eot_draws: int = 20,
     batch_size: int = 256,
     progress: bool = True,
+    heavy_on_randomized: bool = True,
 ) -> ShardResult:
-    """Run every attack of ``specs`` on (x, y) under each threat model; flags per example."""
+    """Run every attack of ``specs`` on (x, y) under each threat model; flags per example.
+
+    ``heavy_on_randomized=False`` skips attacks whose spec says ``heavy: true`` (AutoAttack) on a
+    randomized predictor, where EOT multiplies their cost; the skip is printed, and the missing
+    records show as empty cells in the report rather than as numbers.
+    """
     chosen = threat_models_for(predictor, threat_models)
+    if predictor.randomized and not heavy_on_randomized:
+        skipped = [s["name"] for s in specs if s.get("heavy")]
+        if skipped:
+            print(f"robustlab: not running {skipped} on randomized {predictor.name} (heavy)")
+        specs = [s for s in specs if not s.get("heavy")]
     jobs = [(tm, spec, eps) for tm in chosen for spec in specs for eps in spec["eps"]]
     outcomes, zero_grad = [], {}
     devices = [x.device] if x.device.type == "cuda" else []

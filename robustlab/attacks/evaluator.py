@@ -50,6 +50,7 @@ class Evaluator:
     batch_size: int = 256
     threat_models: Any = "auto"
     eot_draws: int = 20
+    heavy_on_randomized: bool = True
     progress: bool = True
     loggers: list = field(default_factory=list)
 
@@ -86,6 +87,7 @@ class Evaluator:
                 eot_draws=self.eot_draws,
                 batch_size=self.batch_size,
                 progress=self.progress and rank == 0,
+                heavy_on_randomized=self.heavy_on_randomized,
             )
             cell_meta = {**self.meta, **(meta or {}), "inference": predictor.name}
             records += build_records(

@@ -25,11 +25,26 @@ from robustlab.attacks.rng import attack_rng, derive_seed, random_targets
 
 Craft = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
-COMMON = {"name": None, "kind": None, "norm": "linf", "eps": None, "restarts": 1, "targeted": False}
+# `heavy` is evaluation policy (skip on randomized predictors if asked), not an attack parameter.
+COMMON = {
+    "name": None,
+    "kind": None,
+    "norm": "linf",
+    "eps": None,
+    "restarts": 1,
+    "targeted": False,
+    "heavy": False,
+}
 DEFAULTS: dict[str, dict[str, Any]] = {
     "fgsm": {},
-    "pgd": {"steps": 20, "step_size": None, "random_start": True},
-    "eot_pgd": {"steps": 20, "step_size": None, "random_start": True, "eot_iter": 20},
+    "pgd": {"steps": 20, "step_size": None, "step_ratio": None, "random_start": True},
+    "eot_pgd": {
+        "steps": 20,
+        "step_size": None,
+        "step_ratio": None,
+        "random_start": True,
+        "eot_iter": 20,
+    },
     "cw": {"steps": 100, "c": 1.0, "kappa": 0.0, "lr": 0.01},
     "apgd": {"steps": 100, "loss": "ce", "rho": 0.75, "eot_iter": 1, "n_target_classes": 9},
     "fab": {"steps": 100, "n_target_classes": 9, "alpha_max": 0.1, "eta": 1.05, "beta": 0.9},
@@ -119,7 +134,9 @@ def build_attack(
     if p["norm"] not in norms:
         raise ValueError(f"attack kind {kind!r} supports norms {norms}, got {p['norm']!r}")
     if "step_size" in p and p["step_size"] is None:
-        p["step_size"] = 2.5 * p["eps"] / max(p["steps"], 1)
+        ratio = p.pop("step_ratio", None)
+        p["step_size"] = (ratio if ratio else 2.5 / max(p["steps"], 1)) * p["eps"]
+    p.pop("step_ratio", None)
     composite = None
     if kind == "autoattack":
         composite = _autoattack(model, p, num_classes)

@@ -3,6 +3,7 @@
 ``attack.eps`` (L-inf attacks) and ``attack.eps_l2`` (L2 attacks) override the eps of every attack
 of that norm; any other ``attack.<key>`` overrides that key in every attack that has it;
 ``attack.<name>.<key>`` overrides one attack. eps may be a list: one run yields a curve.
+A spec may name ``base: OTHER`` to start from another attack's spec (e.g. targeted PGD).
 """
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ from robustlab.paths import CONF_DIR
 
 def available_attacks() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "attack").glob("*.yaml"))
+
+
+def _load_spec(name: str, valid: list[str]) -> DictConfig:
+    raw = OmegaConf.load(CONF_DIR / "attack" / f"{name}.yaml")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if base not in valid or base == name:
+        raise ValueError(f"attack {name}: base={base!r} is not another attack of {valid}")
+    return OmegaConf.merge(_load_spec(base, valid), raw)
 
 
 def _as_list(eps: Any) -> list[float]:
@@ -38,7 +49,7 @@ def resolve_attack_specs(cfg: DictConfig) -> list[dict[str, Any]]:
     shared = {k: v for k, v in overrides.items() if k not in per_attack and v is not None}
     specs = []
     for name in names:
-        raw = OmegaConf.load(CONF_DIR / "attack" / f"{name}.yaml")
+        raw = _load_spec(name, valid)
         merged = OmegaConf.merge({"dataset": cfg.dataset}, {"spec": raw})
         spec = OmegaConf.to_container(merged.spec, resolve=True)
         for key, value in shared.items():

@@ -1,0 +1,250 @@
+"""MIAT: the DV bound, sample selection, estimator sizing, the frozen classifier of stage 1, and
+stage 2's loss reducing to its base loss (PGD-AT, TRADES, MART) when alpha = 0."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from robustlab.defenses.adversarial import PGDAT
+from robustlab.defenses.mart import MART
+from robustlab.defenses.miat.estimators import MIEstimator, dv_bound
+from robustlab.defenses.miat.selection import select_flipped
+from robustlab.defenses.miat.stage1 import MIATEstimators
+from robustlab.defenses.miat.stage2 import MIAT
+from robustlab.defenses.trades import TRADES
+from robustlab.models.smallcnn import SmallCNN
+
+COMMON = dict(name="t", num_classes=3, optimizer={"name": "adam", "lr": 0.01}, val_attack=None)
+INNER = {"eps": 0.3, "steps": 2}
+SHAPE = (1, 8, 8)
+EST = {"hidden": 8, "width": 4}
+
+
+def _toy_net(seed=0, batchnorm=False):
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(1, 4, 3, padding=1)]
+    layers += [nn.BatchNorm2d(4)] if batchnorm else []
+    layers += [nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)]
+    return nn.Sequential(*layers)
+
+
+def _data(n=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, *SHAPE, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def test_dv_bound_is_higher_for_dependent_pairs_with_a_fixed_critic():
+    torch.manual_seed(0)
+    x = torch.randn(256)
+    critic = lambda a, b: -((a[:, None] - b[None, :]) ** 2)  # noqa: E731  T(x_i, y_j)
+
+    def estimate(y):
+        scores = critic(x, y)
+        off = ~torch.eye(len(x), dtype=torch.bool)
+        return dv_bound(scores.diagonal(), scores[off]).item()
+
+    dependent, independent = estimate(x + 0.1 * torch.randn(256)), estimate(torch.randn(256))
+    assert dependent > 0.5 > 0.0 > independent
+
+
+def test_dv_bound_is_stable_for_large_scores():
+    value = dv_bound(torch.tensor([1000.0]), torch.tensor([1000.0, 1000.0]))
+    assert torch.isfinite(value) and value.item() == pytest.approx(0.0)
+
+
+def test_trained_estimator_scores_dependent_logits_above_independent_ones():
+    """Patterns from 3 templates; logits = the template's one-hot (dependent) or a random one."""
+
+    def train_and_estimate(dependent: bool) -> float:
+        torch.manual_seed(0)
+        est = MIEstimator((1, 4, 4), 3, hidden=8, width=4)
+        opt = torch.optim.Adam(est.parameters(), lr=3e-2)
+        templates = torch.rand(3, 1, 4, 4)
+
+        def batch(n):
+            c = torch.randint(0, 3, (n,))
+            other = c if dependent else torch.randint(0, 3, (n,))
+            return templates[c] + 0.05 * torch.randn(n, 1, 4, 4), 5.0 * F.one_hot(other, 3).float()
+
+        for _ in range(10):
+            loss = -est(*batch(32)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            return est.eval()(*batch(64)).mean().item()
+
+    dependent, independent = train_and_estimate(True), train_and_estimate(False)
+    assert dependent > 0.4 > 0.1 > independent
+
+
+def test_selection_keeps_exactly_correct_clean_and_wrong_adversarial():
+    y = torch.tensor([0, 1, 2, 0, 1])
+    clean = torch.tensor(
+        [[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [5.0, 0, 0], [0, 0, 5.0]]
+    )  # correct: 0, 1, 3
+    adv = torch.tensor(
+        [[0, 5.0, 0], [0, 5.0, 0], [0, 0, 5.0], [0, 0, 5.0], [0, 5.0, 0]]
+    )  # wrong: 0, 3 (2 is right but clean-wrong; 4 is right)
+    assert select_flipped(clean, adv, y).tolist() == [True, False, False, True, False]
+
+
+def test_selection_uses_the_class_axis_not_the_batch_axis():
+    # a softmax over the batch axis (the official code) would pick class 1 for example 0
+    clean = torch.tensor([[2.0, 1.9], [9.0, 0.0]])
+    adv = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    assert select_flipped(clean, adv, torch.tensor([0, 0])).tolist() == [True, True]
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 3, 3)])
+def test_estimators_size_themselves_from_the_net(shape):
+    c, s, _ = shape
+    net = SmallCNN(in_channels=c, num_classes=7, image_size=s, mean=[0.5] * c, std=[0.5] * c)
+    est = MIEstimator.for_net(net, shape, **EST)
+    x = torch.rand(3, *shape)
+    mi = est(x, net(x))
+    assert mi.shape == (3,) and torch.isfinite(mi).all()
+    assert est.local.out_size == {8: 2, 28: 7, 32: 8, 3: 3}[s]
+
+
+def _save_classifier(net, path):
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    return str(path)
+
+
+def test_stage1_freezes_the_classifier_and_trains_the_estimators(tmp_path):
+    trained = _toy_net(batchnorm=True)
+    trained.train()
+    trained(torch.rand(32, *SHAPE) * 3)  # non-default BN running statistics
+    path = _save_classifier(trained, tmp_path / "clf.pt")
+    defense = MIATEstimators(
+        _toy_net(seed=5, batchnorm=True),
+        **COMMON,
+        inner=INNER,
+        dependencies={"classifier": path},
+        input_shape=SHAPE,
+        estimator=EST,
+    )
+    net_before = copy.deepcopy(defense.net.state_dict())
+    est_before = copy.deepcopy(defense.estimator_n.state_dict())
+    assert all(torch.equal(net_before[k], v) for k, v in trained.state_dict().items())
+    x, y = _data(32)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    trainer = pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+    )
+    trainer.fit(defense, loader, loader)
+    assert all(torch.equal(net_before[k], v) for k, v in defense.net.state_dict().items())
+    assert not any(p.requires_grad for p in defense.net.parameters())
+    changed = [
+        not torch.equal(est_before[k], v) for k, v in defense.estimator_n.state_dict().items()
+    ]
+    assert any(changed)
+    assert "val/mi_gap" in trainer.callback_metrics
+
+
+def _stage1_checkpoint(path, net):
+    state = {
+        f"{name}.{k}": v
+        for name in ("estimator_n", "estimator_a")
+        for k, v in MIEstimator.for_net(net, SHAPE, **EST).state_dict().items()
+    }
+    torch.save({"state_dict": state}, path)
+    return str(path)
+
+
+BASES = {"pgd_at": (PGDAT, {}), "trades": (TRADES, {"beta": 6.0}), "mart": (MART, {"beta": 6.0})}
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+def test_alpha_zero_gives_exactly_the_base_loss(tmp_path, base):
+    cls, extra = BASES[base]
+    ckpt = _stage1_checkpoint(tmp_path / "est.pt", _toy_net())
+    x, y = _data()
+    miat = MIAT(
+        _toy_net(seed=3),
+        **COMMON,
+        inner=INNER,
+        dependencies={"estimators": ckpt},
+        input_shape=SHAPE,
+        estimator=EST,
+        base_loss=base,
+        alpha=0.0,
+        **extra,
+    )
+    reference = cls(_toy_net(seed=3), **COMMON, inner=INNER, **extra)
+    torch.manual_seed(7)
+    loss_miat, _ = miat.training_loss(x, y)
+    torch.manual_seed(7)
+    loss_base, _ = reference.training_loss(x, y)
+    assert torch.equal(loss_miat, loss_base)
+
+
+def test_mi_term_reaches_the_net_and_not_the_estimators(tmp_path):
+    ckpt = _stage1_checkpoint(tmp_path / "est.pt", _toy_net())
+    miat = MIAT(
+        _toy_net(seed=3),
+        **COMMON,
+        inner=INNER,
+        dependencies={"estimators": ckpt},
+        input_shape=SHAPE,
+        estimator=EST,
+    )
+    x, y = _data()
+    x_adv = x.flip(0)
+    logits_clean = miat.net(x)
+    mi = miat.mi_loss(x, x_adv, logits_clean, logits_clean.flip(0) * 3, y)
+    assert mi.requires_grad and torch.isfinite(mi)
+    mi.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in miat.net.parameters())
+    assert all(p.grad is None for p in miat.estimator_n.parameters())
+    assert not miat.train().estimator_n.training
+
+
+def test_bad_base_loss_is_a_one_line_error(tmp_path):
+    ckpt = _stage1_checkpoint(tmp_path / "est.pt", _toy_net())
+    with pytest.raises(ValueError, match="base_loss='x' is not one of"):
+        MIAT(
+            _toy_net(),
+            **COMMON,
+            inner=INNER,
+            dependencies={"estimators": ckpt},
+            input_shape=SHAPE,
+            estimator=EST,
+            base_loss="x",
+        )
+
+
+@pytest.mark.slow
+def test_full_chain_trains_classifier_estimators_and_miat(compose_cfg, tmp_path):
+    from robustlab.run import run
+
+    cfg = compose_cfg(
+        "experiment=miat_quick",
+        f"cache.dir={tmp_path / 'cache'}",
+        "dataset.train_limit=128",
+        "eval.n_examples=48",
+        "trainer.max_epochs=1",
+        "defense.dependencies.estimators.overrides.trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        "attacks=[fgsm]",
+    )
+    records = run(cfg)
+    cached = sorted(p.name.split("-")[2] for p in (tmp_path / "cache").glob("*.pt"))
+    assert cached == ["miat", "miat_estimators", "pgd_at"]
+    assert {r["defense"] for r in records} >= {"miat"}
