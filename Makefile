@@ -22,9 +22,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
+# The default grid on the embedded digits, then its report (rerunning trains and attacks nothing).
 run: $(STAMP)
-	$(PY) -m robustlab -m experiment=grid_default $(ARGS)
+	$(PY) -m robustlab experiment=grid_default $(ARGS)
+	$(VENV)/bin/robustlab-report multirun/grid_default
 
+# Bigger grids: make sweep GRID="experiment=at_quick" or GRID="defense=erm,pgd_at dataset=digits,mnist"
 sweep: $(STAMP)
 	$(PY) -m robustlab -m $(GRID) $(ARGS)
 
@@ -42,8 +45,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check robustlab tests experiments
 
 bench: $(STAMP)
-	$(PY) experiments/bench/run_all.py
+	$(PY) experiments/bench/train_loop.py
+	$(PY) experiments/bench/mi_batched_forward.py
 
 clean:
-	rm -rf outputs multirun .pytest_cache .ruff_cache build *.egg-info
+	rm -rf outputs multirun .cache .pytest_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
