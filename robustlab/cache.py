@@ -20,8 +20,19 @@ from robustlab.config import config_hash
 
 # Dataset keys that change how data is read or batched for evaluation, not what training sees.
 _DATASET_IGNORED = ("root", "download", "num_workers", "eval_batch_size")
-# Trainer keys that determine the trained weights (devices/strategy/logging do not, by design).
-_TRAINER_KEPT = ("max_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val")
+# Trainer keys that determine the trained weights: the schedule, precision and the process layout
+# (DDP over N processes multiplies the effective batch). The accelerator kind is left out.
+_TRAINER_KEPT = (
+    "max_epochs",
+    "precision",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "fast_dev_run",
+    "limit_train_batches",
+)
 
 
 def training_config(cfg: DictConfig) -> dict[str, Any]:

@@ -82,6 +82,7 @@ def build_evaluator(cfg: DictConfig, specs, inferences, datamodule, loggers) -> 
         threat_models=cfg.eval.threat_models,
         eot_draws=int(cfg.eval.eot_draws),
         heavy_on_randomized=bool(cfg.eval.heavy_attacks_on_randomized),
+        natural_shifts=cfg.eval.get("natural_shifts"),
         loggers=loggers,
     )
 

@@ -30,10 +30,21 @@ def cell(compose_cfg, tmp_path):
 
 @pytest.mark.parametrize(
     "defense",
-    ["erm", "pgd_at", "trades", "mart", "fast_at", "m2at", "mixup", "interpolated_at"],
+    [
+        "erm",
+        "pgd_at",
+        "trades",
+        "mart",
+        "fast_at",
+        "m2at",
+        "mixup",
+        "interpolated_at",
+        "translation",
+    ],
 )
 def test_fast_dev_run_of_each_defense_on_digits(cell, defense):
-    cfg = cell(f"defense={defense}", "+trainer.fast_dev_run=true", "attacks=[fgsm]")
+    extra = ["inference=translation", "eval.natural_shifts=[1]"] if defense == "translation" else []
+    cfg = cell(f"defense={defense}", "+trainer.fast_dev_run=true", "attacks=[fgsm]", *extra)
     records = run(cfg)
     assert {r["defense"] for r in records} == {defense}
     assert all(0.0 <= r["robust_acc"] <= r["clean_acc"] <= 1.0 for r in records)

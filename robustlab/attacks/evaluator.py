@@ -16,6 +16,8 @@ from torch import nn
 from robustlab.attacks.engine import ShardResult, evaluate_shard
 from robustlab.attacks.summary import build_records, merge_shards, now_iso
 from robustlab.inference.build import build_predictor
+from robustlab.modes import eval_mode
+from robustlab.results.side_by_side import side_by_side_table
 from robustlab.results.store import append_records
 from robustlab.results.table import format_cell_table, format_flags_banner
 
@@ -51,6 +53,7 @@ class Evaluator:
     threat_models: Any = "auto"
     eot_draws: int = 20
     heavy_on_randomized: bool = True
+    natural_shifts: list[int] | None = None
     progress: bool = True
     loggers: list = field(default_factory=list)
 
@@ -90,15 +93,35 @@ class Evaluator:
                 heavy_on_randomized=self.heavy_on_randomized,
             )
             cell_meta = {**self.meta, **(meta or {}), "inference": predictor.name}
-            records += build_records(
+            ours = build_records(
                 merge_shards(gather_shards(shard)),
                 {**cell_meta, "started": started},
                 randomized=predictor.randomized,
                 needs_adaptive=predictor.needs_adaptive_tools(),
             )
+            if self.natural_shifts and rank == 0:
+                ours += self._shift_records(predictor, net, x.to(device), y.to(device), cell_meta)
+            pass_rate = getattr(predictor, "benign_pass_rate", None)
+            if pass_rate is not None:
+                with torch.no_grad():
+                    rate = pass_rate(x.to(device))
+                for r in ours:
+                    r["benign_pass_rate"] = rate
+            records += ours
         if write and rank == 0:
             self.publish(records)
         return records
+
+    def _shift_records(self, predictor, net, x, y, meta) -> list[dict[str, Any]]:
+        """Natural shifts (darker, sharper, noise) at ``natural_shifts`` severities, reported like
+        attacks (threat model ``natural``); rank 0 evaluates the whole split."""
+        from robustlab.defenses.translation.shifts import shift_records
+
+        with eval_mode(predictor), torch.no_grad():
+            records = shift_records(
+                predictor, net, x, y, meta, list(self.natural_shifts), None, self.batch_size
+            )
+        return [r for r in records if r["inference"] == predictor.name]
 
     def publish(self, records: list[dict[str, Any]]) -> None:
         """Append the records atomically, log them, print one table per inference wrapper."""
@@ -106,6 +129,12 @@ class Evaluator:
         self._log(records)
         for inference in dict.fromkeys(r["inference"] for r in records):
             print(format_cell_table([r for r in records if r["inference"] == inference]))
+        bare = [r for r in records if r["inference"] == "plain"]
+        for inference in dict.fromkeys(r["inference"] for r in records):
+            if bare and inference != "plain":
+                mine = [r for r in records if r["inference"] == inference]
+                print(f"{inference} beside the bare classifier (plain):")
+                print(side_by_side_table(mine, bare, mine[0].get("benign_pass_rate")))
         banner = format_flags_banner(records)
         if banner:
             print(banner)

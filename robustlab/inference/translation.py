@@ -23,13 +23,16 @@ from robustlab.inference.bpda import bpda
 
 
 class TranslationPredictor(Predictor):
-    """``defense.gate`` and ``defense.translator`` (trained by ``defense=translation``) + ``net``."""
+    """``defense.gate`` and ``defense.translator`` (from ``defense=translation``) + ``net``."""
 
     randomized = False
     differentiable = False
 
     def __init__(
-        self, net: nn.Module, defense: nn.Module, name: str = "translation",
+        self,
+        net: nn.Module,
+        defense: nn.Module,
+        name: str = "translation",
         bpda_temperature: float = 0.1,
     ):
         super().__init__(net, name)

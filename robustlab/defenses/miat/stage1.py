@@ -3,10 +3,12 @@ adversarially trained classifier (Zhou et al., ICML 2022, Sec. 3.2.2, Eq. 5-6).
 
 On the selected examples X' (correct when clean, wrong when attacked; ``selection.py``):
 
-    E_n maximizes mean_X' [ I_n(x; h(x)) - I_n(x; h(x_adv)) ]        (natural MI: pattern x)
-    E_a maximizes mean_X' [ I_a(n; h(x_adv)) - I_a(n; h(x)) ],  n = x_adv - x   (adversarial MI)
+    E_n maximizes mean_X' [ I_n(x; h(x)) - [I_n(x; h(x_adv))]+ ]      (natural MI: pattern x)
+    E_a maximizes mean_X' [ I_a(n; h(x_adv)) - [I_a(n; h(x))]+ ],  n = x_adv - x   (adversarial MI)
 
-so E_n scores the clean output above the adversarial one and E_a the reverse. The official code
+so E_n scores the clean output above the adversarial one and E_a the reverse. The subtracted
+estimate is clamped at 0 (MI >= 0; ``nonnegative``, our addition): unclamped, the critic lowers it
+without bound instead of learning the dependence (see ``estimators.py``). The official code
 (dwDavidxd/MIAT, ``train_MI_estimator.py``) replaces this difference by cosine-similarity terms and
 also trains on the examples the attack does not flip; we follow the paper's Eq. 5. When a batch has
 no selected example, the objective falls back to the whole batch.
@@ -21,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.defenses.adversarial import AdversarialDefense
-from robustlab.defenses.miat.estimators import MIEstimator
+from robustlab.defenses.miat.estimators import MIEstimator, nonnegative
 from robustlab.defenses.miat.selection import select_flipped
 from robustlab.defenses.optim import build_optimizer, build_schedule
 from robustlab.models.loading import load_weights
@@ -72,14 +74,16 @@ class MIATEstimators(AdversarialDefense):
         return self
 
     def mi_gaps(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-example gaps I_n(x;h(x)) - I_n(x;h(x_adv)) and I_a(n;h(x_adv)) - I_a(n;h(x)),
+        """Per-example gaps I_n(x;h(x)) - [I_n(x;h(x_adv))]+ and I_a(n;h(x_adv)) - [I_a(n;h(x))]+,
         and the selection mask, on PGD examples against the frozen classifier."""
         x_adv = self.craft(x, y)
         with torch.no_grad():
             logits_clean, logits_adv = self.net(x), self.net(x_adv)
         noise = x_adv - x
-        gap_n = self.estimator_n(x, logits_clean) - self.estimator_n(x, logits_adv)
-        gap_a = self.estimator_a(noise, logits_adv) - self.estimator_a(noise, logits_clean)
+        gap_n = self.estimator_n(x, logits_clean) - nonnegative(self.estimator_n(x, logits_adv))
+        gap_a = self.estimator_a(noise, logits_adv) - nonnegative(
+            self.estimator_a(noise, logits_clean)
+        )
         return gap_n, gap_a, select_flipped(logits_clean, logits_adv, y)
 
     def training_loss(self, x, y):

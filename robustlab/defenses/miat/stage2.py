@@ -4,12 +4,13 @@ adversarial MI estimators E_n and E_a of stage 1 (``stage1.py``).
 
     L_all = L_adv + alpha * L_mi
     L_mi  = L_cos(I_n(x; h(x_adv)), I_n(x; h(x))) + L_cos(I_a(n; h(x_adv)), I_a(n; h(x)))
-            + lambda * mean_X' [ I_a(n; h(x_adv)) - I_n(x; h(x_adv)) ],      n = x_adv - x
+            + lambda * mean_X' [ [I_a(n; h(x_adv))]+ - I_n(x; h(x_adv)) ],      n = x_adv - x
 
 over the examples X' the current model classifies correctly when clean and wrongly when attacked
-(L_mi = 0 when there is none). L_cos(a, b) = |1 - cos(a, b)|, the cosine taken between the vectors
-of per-example estimates over X' (a cosine of two scalars would only compare signs; the official
-code does the same). L_adv is the base loss: CE on PGD examples (``pgd_at``, NAMID), TRADES
+(L_mi = 0 when there is none). [.]+ clamps the minimized I_a at 0 (MI >= 0; our addition, see
+``estimators.py``); I_n is at most log N, so the lambda term is bounded below.
+L_cos(a, b) = |1 - cos(a, b)|, the cosine taken between the vectors of per-example estimates over
+X' (a cosine of two scalars would only compare signs; the official code does the same). L_adv is the base loss: CE on PGD examples (``pgd_at``, NAMID), TRADES
 (``trades``, NAMID_T) or MART (``mart``, NAMID_M), each crafted as its own defense crafts; with
 alpha = 0 the loss is exactly the base loss.
 
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from robustlab.defenses.adversarial import AdversarialDefense
 from robustlab.defenses.mart import mart_loss
-from robustlab.defenses.miat.estimators import MIEstimator
+from robustlab.defenses.miat.estimators import MIEstimator, nonnegative
 from robustlab.defenses.miat.selection import select_flipped
 from robustlab.defenses.miat.stage1 import freeze
 from robustlab.defenses.trades import kl_sum, small_noise_start, trades_loss
@@ -104,9 +105,10 @@ class MIAT(AdversarialDefense):
             logits_adv = self.net(x_adv)
             return F.cross_entropy(logits_adv, y), x_adv, logits_adv, None
         if self.base_loss == "trades":
+            start = small_noise_start(x)
             with torch.no_grad(), eval_mode(self.net):
                 probs_clean = F.softmax(self.net(x), dim=1)
-            x_adv = self.craft(x, probs_clean, loss_fn=kl_sum, start=small_noise_start(x))
+            x_adv = self.craft(x, probs_clean, loss_fn=kl_sum, start=start)
             logits_clean, logits_adv = self.net(x), self.net(x_adv)
             return (
                 trades_loss(logits_clean, logits_adv, y, self.beta),
@@ -134,7 +136,7 @@ class MIAT(AdversarialDefense):
         return (
             cosine_loss(n_adv, n_clean)
             + cosine_loss(a_adv, a_clean)
-            + self.lam * (a_adv - n_adv).mean()
+            + self.lam * (nonnegative(a_adv) - n_adv).mean()
         )
 
     def training_loss(self, x, y):

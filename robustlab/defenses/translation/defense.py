@@ -76,7 +76,9 @@ class Translation(DefenseModule):
         net.eval()
         bad = [s for s in shift_sources if s not in SOURCES]
         if bad or not shift_sources:
-            raise ValueError(f"translation shift_sources={list(shift_sources)}: use {list(SOURCES)}")
+            raise ValueError(
+                f"translation shift_sources={list(shift_sources)}: use {list(SOURCES)}"
+            )
         check_shift_names(list(natural_shifts))
         if not 0.0 <= identity_share < 1.0:
             raise ValueError(f"translation identity_share={identity_share} must be in [0, 1)")
@@ -94,7 +96,9 @@ class Translation(DefenseModule):
             ]
         self.natural = list(natural_shifts) if "natural" in shift_sources else []
         if not self.attacks and not self.natural:
-            raise ValueError("translation has no shift source: list train_attacks or natural_shifts")
+            raise ValueError(
+                "translation has no shift source: list train_attacks or natural_shifts"
+            )
 
     def train(self, mode: bool = True):
         """Lightning switches modes; the frozen classifier always stays in eval mode."""
@@ -180,8 +184,13 @@ class Translation(DefenseModule):
             metrics["val/adv_acc"] = self.net(x_adv).argmax(1) == y
             metrics["val/translated_adv_acc"] = self.net(self.translator(x_adv)).argmax(1) == y
         for key, correct in metrics.items():
-            self.log(key, correct.float().mean(), batch_size=n, sync_dist=True,
-                     prog_bar=key == self.monitor)
+            self.log(
+                key,
+                correct.float().mean(),
+                batch_size=n,
+                sync_dist=True,
+                prog_bar=key == self.monitor,
+            )
 
 
 def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:

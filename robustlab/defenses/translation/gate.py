@@ -94,4 +94,4 @@ class Gate(nn.Module):
         scores = torch.cat([self.score(c, net) for c in x_clean.split(batch_size)])
         k = math.floor(self.fpr * len(scores))
         self.threshold.copy_(scores.sort(descending=True).values[k])
-        return float(self.flags_from(scores).float().mean())
+        return int(self.flags_from(scores).sum()) / len(scores)

@@ -85,7 +85,10 @@ def apply_shift(name: str, x: torch.Tensor, severity: Severity, seed: int = 0) -
 @torch.no_grad()
 def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat(
-        [model(x[s : s + batch_size]).argmax(1) == y[s : s + batch_size] for s in range(0, len(x), batch_size)]
+        [
+            model(x[s : s + batch_size]).argmax(1) == y[s : s + batch_size]
+            for s in range(0, len(x), batch_size)
+        ]
     )
 
 
@@ -124,8 +127,17 @@ def shift_records(
                 if model is predictor and hasattr(predictor, "translated_share"):
                     extra["translated_share"] = predictor.translated_share(x_shift, batch_size)
                 records.append(
-                    _record(meta, inference, f"shift:{name}@{int(severity)}", int(severity),
-                            clean[inference], shifted, time.perf_counter() - start, started, extra)
+                    _record(
+                        meta,
+                        inference,
+                        f"shift:{name}@{int(severity)}",
+                        int(severity),
+                        clean[inference],
+                        shifted,
+                        time.perf_counter() - start,
+                        started,
+                        extra,
+                    )
                 )
     return records
 
