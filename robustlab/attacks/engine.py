@@ -167,7 +167,10 @@ def evaluate_shard(
                     norm=spec.get("norm", "linf"),
                     eps=float(eps),
                     spec=spec,
-                    params=dict(getattr(runner, "params", {})),
+                    params={
+                        **getattr(runner, "params", {}),
+                        **({"eot_draws": eot_draws} if eot and not spec.get("eot_iter") else {}),
+                    },
                     adv_correct=adv_correct.cpu(),
                     forward_rows=counter.forward_rows,
                     backward_rows=counter.backward_rows,
