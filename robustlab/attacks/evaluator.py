@@ -14,9 +14,10 @@ import torch.distributed as dist
 from torch import nn
 
 from robustlab.attacks.engine import ShardResult, evaluate_shard
-from robustlab.attacks.summary import build_records, merge_shards, now_iso
+from robustlab.attacks.summary import build_records, merge_shards
 from robustlab.inference.build import build_predictor
 from robustlab.modes import eval_mode
+from robustlab.results.record import now_iso
 from robustlab.results.side_by_side import side_by_side_table
 from robustlab.results.store import append_records
 from robustlab.results.table import format_cell_table, format_flags_banner

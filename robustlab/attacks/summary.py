@@ -7,14 +7,13 @@ there are several) counts an example as robust only if every attack of the group
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
 from typing import Any
 
 import torch
 
 from robustlab.attacks.engine import ShardResult
 from robustlab.attacks.sanity import apply_sanity_flags
-from robustlab.results.record import WORST_CASE, Record, wilson_interval
+from robustlab.results.record import WORST_CASE, now_iso, record_from_counts
 
 ALL_THREAT_MODELS = "all"
 
@@ -52,10 +51,6 @@ def merge_shards(shards: list[ShardResult]) -> ShardResult:
     return ShardResult(indices[pick], cat([s.clean_correct for s in shards]), outcomes, zero_grad)
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def build_records(
     result: ShardResult, meta: dict[str, Any], *, randomized: bool, needs_adaptive: bool
 ) -> list[dict[str, Any]]:
@@ -67,32 +62,18 @@ def build_records(
     finished = now_iso()
 
     def record(attack, tm, norm, eps, robust, **extra) -> dict[str, Any]:
-        n_robust = int(robust.sum())
-        rec = Record(
+        return record_from_counts(
+            meta,
             attack=attack,
             threat_model=tm,
             norm=norm,
             eps=eps,
-            n_examples=n,
-            clean_acc=n_clean / n,
-            robust_acc=n_robust / n,
-            n_clean_correct=n_clean,
-            n_robust=n_robust,
-            clean_ci=wilson_interval(n_clean, n),
-            robust_ci=wilson_interval(n_robust, n),
+            n=n,
+            n_clean=n_clean,
+            n_robust=int(robust.sum()),
             finished=finished,
-            **{k: meta[k] for k in ("run_id", "config_hash", "dataset", "model", "defense")},
-            inference=meta["inference"],
-            seed=meta["seed"],
-            versions=meta["versions"],
-            started=meta["started"],
-            attack_params=extra.pop("attack_params", {}),
-            forward_passes=extra.pop("forward_passes", 0.0),
-            backward_passes=extra.pop("backward_passes", 0.0),
-            wall_seconds=extra.pop("wall_seconds", 0.0),
-        ).to_dict()
-        rec.update(extra)
-        return rec
+            **extra,
+        )
 
     records, robust_of = [], {}
     for o in result.outcomes:

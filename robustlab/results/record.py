@@ -6,7 +6,8 @@ Every field listed in ``REQUIRED_FIELDS`` is present in every record (see ../sha
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from typing import Any
 
 REQUIRED_FIELDS = (
@@ -90,3 +91,48 @@ def validate_record(obj: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_FIELDS if k not in obj]
     if missing:
         raise ValueError(f"record is missing contract fields {missing}")
+
+
+META_KEYS = ("run_id", "config_hash", "dataset", "model", "defense", "inference", "seed")
+_RECORD_FIELDS = {f.name for f in fields(Record)}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def record_from_counts(
+    meta: dict[str, Any],
+    *,
+    attack: str,
+    threat_model: str,
+    norm: str,
+    eps: float,
+    n: int,
+    n_clean: int,
+    n_robust: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A contract record from counts: accuracies and their Wilson intervals derived here.
+    ``meta`` holds META_KEYS (+ versions, started); ``extra`` fills other Record fields (costs,
+    attack_params, sanity_flags, finished) and any further keys, which are kept as they are."""
+    own = {k: extra.pop(k) for k in list(extra) if k in _RECORD_FIELDS}
+    rec = Record(
+        **{k: meta[k] for k in META_KEYS},
+        versions=meta.get("versions", {}),
+        started=meta.get("started", ""),
+        attack=attack,
+        threat_model=threat_model,
+        norm=norm,
+        eps=float(eps),
+        n_examples=n,
+        clean_acc=n_clean / n,
+        robust_acc=n_robust / n,
+        n_clean_correct=n_clean,
+        n_robust=n_robust,
+        clean_ci=wilson_interval(n_clean, n),
+        robust_ci=wilson_interval(n_robust, n),
+        **{"finished": now_iso(), **own},
+    ).to_dict()
+    rec.update(extra)
+    return rec

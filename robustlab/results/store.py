@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from filelock import FileLock
 
@@ -15,20 +17,28 @@ from robustlab.results.record import validate_record
 RECORDS_FILE = "records.jsonl"
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new, never half."""
+@contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file handle whose content replaces ``path`` only when the block completes: a temp
+    file beside it, fsync, ``os.replace``. A crash leaves the old file or the new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``."""
+    with atomic_writer(path) as fh:
+        fh.write(data)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

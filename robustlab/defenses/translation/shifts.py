@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlab.attacks.summary import now_iso
-from robustlab.results.record import Record, wilson_interval
+from robustlab.results.record import now_iso, record_from_counts
 
 MAX_SEVERITY = 5
 DARKER_SCALE = (1.0, 0.8, 0.65, 0.5, 0.35, 0.2)  # brightness factor per severity
@@ -143,26 +142,18 @@ def shift_records(
 
 
 def _record(meta, inference, attack, severity, clean, shifted, seconds, started, extra) -> dict:
-    n, n_clean, n_robust = len(clean), int(clean.sum()), int((clean & shifted).sum())
-    rec = Record(
-        **{k: meta[k] for k in ("run_id", "config_hash", "dataset", "model", "defense", "seed")},
-        inference=inference,
+    return record_from_counts(
+        {**meta, "inference": inference, "started": started},
         attack=attack,
         threat_model="natural",
         norm="none",
         eps=float(severity),
-        n_examples=n,
-        clean_acc=n_clean / n,
-        robust_acc=n_robust / n,
-        n_clean_correct=n_clean,
-        n_robust=n_robust,
-        clean_ci=wilson_interval(n_clean, n),
-        robust_ci=wilson_interval(n_robust, n),
+        n=len(clean),
+        n_clean=int(clean.sum()),
+        n_robust=int((clean & shifted).sum()),
         forward_passes=1.0,
         wall_seconds=seconds,
-        versions=meta.get("versions", {}),
-        started=started,
-        finished=now_iso(),
-    ).to_dict()
-    rec.update(kind="natural_shift", adv_acc=float(shifted.float().mean()), **extra)
-    return rec
+        kind="natural_shift",
+        adv_acc=float(shifted.float().mean()),
+        **extra,
+    )
