@@ -77,7 +77,6 @@ class MIAT(AdversarialDefense):
         alpha: float = 5.0,
         lam: float = 0.1,
         beta: float = 6.0,
-        alpha_warmup_epochs: float = 0.0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -86,7 +85,6 @@ class MIAT(AdversarialDefense):
         if "estimators" not in dependencies:
             raise ValueError(f"miat: dependencies={sorted(dependencies)} lack 'estimators'")
         self.base_loss, self.alpha, self.lam, self.beta = base_loss, alpha, lam, beta
-        self.alpha_warmup_epochs = alpha_warmup_epochs
         self.estimator_n = MIEstimator.for_net(self.net, input_shape, **estimator)
         self.estimator_a = MIEstimator.for_net(self.net, input_shape, **estimator)
         for name, state in load_estimators(dependencies["estimators"]).items():
@@ -141,24 +139,10 @@ class MIAT(AdversarialDefense):
             + self.lam * (nonnegative(a_adv) - n_adv).mean()
         )
 
-    def current_alpha(self) -> float:
-        """alpha, ramped linearly from 0 over ``alpha_warmup_epochs`` (0: no ramp, the paper)."""
-        if self.alpha_warmup_epochs <= 0 or self._trainer is None:
-            return self.alpha
-        done = (
-            self.trainer.current_epoch
-            + self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
-            / max(1, self.trainer.num_training_batches)
-        )
-        return self.alpha * min(1.0, done / self.alpha_warmup_epochs)
-
     def training_loss(self, x, y):
         loss_adv, x_adv, logits_adv, logits_clean = self.base_terms(x, y)
         if logits_clean is None:
             logits_clean = self.net(x)
-        alpha = self.current_alpha()
-        if alpha == 0:
-            return loss_adv, logits_clean
         loss_mi = self.mi_loss(x, x_adv, logits_clean, logits_adv, y)
         self.log("train/loss_mi", loss_mi.detach(), on_step=False, on_epoch=True)
-        return loss_adv + alpha * loss_mi, logits_clean
+        return loss_adv + self.alpha * loss_mi, logits_clean
