@@ -174,6 +174,16 @@ def evaluate_baselines(cfg: DictConfig, evaluator: Evaluator, datamodule) -> lis
     return records
 
 
+def checkpoint_callbacks(dirpath: Path, monitor: str) -> list[ModelCheckpoint]:
+    """``best.ckpt`` (highest ``monitor``) and ``last.ckpt`` (every epoch: the evaluated weights;
+    Lightning's own ``save_last`` only writes when the monitored metric improves)."""
+    best = ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode="max")
+    last = ModelCheckpoint(
+        dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+    )
+    return [best, last]
+
+
 def train_or_reuse(cfg: DictConfig, evaluator: Evaluator, datamodule, net, loggers) -> list[dict]:
     """Reload the cached defense of this training config, or train it once under a lock."""
     use_cache = bool(cfg.cache.enabled) and not cfg.trainer.get("fast_dev_run")
@@ -188,13 +198,7 @@ def train_or_reuse(cfg: DictConfig, evaluator: Evaluator, datamodule, net, logge
             print(f"robustlab: reusing trained weights {cached}")
             load_cached(defense, cached)
             return evaluate_loaded(cfg, evaluator, datamodule, defense.net, defense)
-        checkpoints = ModelCheckpoint(
-            dirpath=Path(cfg.output_dir) / "checkpoints",
-            filename="best",
-            monitor=defense.monitor,
-            mode="max",
-            save_last=True,
-        )
+        checkpoints = checkpoint_callbacks(Path(cfg.output_dir) / "checkpoints", defense.monitor)
         evaluation = RobustEvaluation(
             evaluator, int(cfg.eval.every_n_val_epochs), int(cfg.eval.val_subset)
         )
@@ -203,7 +207,7 @@ def train_or_reuse(cfg: DictConfig, evaluator: Evaluator, datamodule, net, logge
             defense,
             datamodule,
             loggers=loggers,
-            callbacks=[checkpoints, evaluation],
+            callbacks=[*checkpoints, evaluation],
             cached=cached,
             lock=lock,
         )

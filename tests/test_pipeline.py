@@ -74,9 +74,12 @@ def test_same_seed_gives_identical_metrics(cell, tmp_path):
 
 
 def test_eval_mode_reproduces_the_numbers_from_the_saved_checkpoint(cell, tmp_path):
-    trained = run(cell("defense=erm", "output_dir=" + str(tmp_path / "train")))
+    trained = run(
+        cell("defense=erm", "trainer.max_epochs=3", "output_dir=" + str(tmp_path / "train"))
+    )
     ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
-    assert ckpt.is_file()
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2  # the final weights, always
+    assert (tmp_path / "train" / "checkpoints" / "best.ckpt").is_file()
     evaluated = run(
         cell("mode=eval", f"ckpt={ckpt}", "defense=erm", "output_dir=" + str(tmp_path / "ev"))
     )
