@@ -144,7 +144,6 @@ def execute(cfg: DictConfig, prepared: Prepared) -> list[dict]:
         records = train_or_reuse(cfg, evaluator, datamodule, net, loggers)
     if records and not is_worker_rank():
         records += evaluate_baselines(cfg, evaluator, datamodule)
-    if records and not is_worker_rank():
         mark_complete(out, cell_hash, len(records))
     return records
 
