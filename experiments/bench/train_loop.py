@@ -17,57 +17,25 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from robustlab.data.digits import DigitsDataModule
-from robustlab.data.idx import MNISTDataModule
 from robustlab.defenses.adversarial import PGDAT
 from robustlab.defenses.erm import ERM
 from robustlab.defenses.inner import InnerAttack, pgd
 from robustlab.models.smallcnn import SmallCNN
 from robustlab.modes import eval_mode
+from robustlab.paths import CONF_DIR
 
 MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
 OPT = {"name": "adam", "lr": 1e-3}
 
 
 def datamodule(name: str):
-    common = dict(
-        download=False,
-        eval_batch_size=512,
-        val_size=0.0,
-        split_seed=0,
-        train_limit=None,
-        num_workers=0,
-        augment="none",
-        crop_padding=0,
-        in_channels=1,
-        num_classes=10,
-    )
-    if name == "mnist":
-        return MNISTDataModule(
-            name="mnist",
-            root=str(MNIST),
-            batch_size=128,
-            image_size=28,
-            mean=[0.1307],
-            std=[0.3081],
-            eps=0.3,
-            eps_l2=2.0,
-            step_size=0.01,
-            **common,
-        )
-    return DigitsDataModule(
-        name="digits",
-        root=None,
-        batch_size=64,
-        image_size=8,
-        mean=[0.3053],
-        std=[0.376],
-        eps=0.2,
-        eps_l2=1.0,
-        step_size=0.02,
-        **common,
-    )
+    """The project's own dataset config (conf/dataset/NAME.yaml), all training images, no val."""
+    cfg = OmegaConf.load(CONF_DIR / "dataset" / f"{name}.yaml")
+    cfg.val_size, cfg.root = 0.0, str(MNIST) if name == "mnist" else None
+    return instantiate(cfg)
 
 
 def net(dm):
