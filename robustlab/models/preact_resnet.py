@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlab.models.normalize import Normalize, check_channels
+from robustlab.models.preact_trunk import PreActTrunk
 
 
 class PreActBlock(nn.Module):
@@ -28,7 +29,7 @@ class PreActBlock(nn.Module):
         return out + skip
 
 
-class PreActResNet18(nn.Module):
+class PreActResNet18(PreActTrunk):
     """Pre-activation ResNet-18; a final BN-ReLU precedes global average pooling."""
 
     def __init__(
@@ -53,14 +54,4 @@ class PreActResNet18(nn.Module):
             blocks += [PreActBlock(in_planes, planes, stride), PreActBlock(planes, planes, 1)]
             in_planes = planes
         self.blocks = nn.Sequential(*blocks)
-        self.bn = nn.BatchNorm2d(in_planes)
-        self.feature_channels = in_planes
-        self.linear = nn.Linear(in_planes, num_classes)
-
-    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(last feature map after the final BN-ReLU, logits)."""
-        fmap = F.relu(self.bn(self.blocks(self.stem(self.normalize(x)))))
-        return fmap, self.linear(fmap.mean(dim=(2, 3)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_features(x)[1]
+        self.finish(in_planes, num_classes)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlab.models.normalize import Normalize, check_channels
+from robustlab.models.preact_trunk import PreActTrunk
 
 
 class WideBlock(nn.Module):
@@ -29,7 +30,7 @@ class WideBlock(nn.Module):
         return self.conv2(out) + skip
 
 
-class WideResNet(nn.Module):
+class WideResNet(PreActTrunk):
     """WRN-depth-k; conf/model/wide_resnet.yaml defaults to WRN-28-10, wrn34_10.yaml is WRN-34-10."""
 
     def __init__(
@@ -65,14 +66,4 @@ class WideResNet(nn.Module):
                 blocks.append(WideBlock(in_planes, planes, stride, dropout))
                 in_planes = planes
         self.blocks = nn.Sequential(*blocks)
-        self.bn = nn.BatchNorm2d(in_planes)
-        self.feature_channels = in_planes
-        self.linear = nn.Linear(in_planes, num_classes)
-
-    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(last feature map after the final BN-ReLU, logits)."""
-        fmap = F.relu(self.bn(self.blocks(self.stem(self.normalize(x)))))
-        return fmap, self.linear(fmap.mean(dim=(2, 3)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_features(x)[1]
+        self.finish(in_planes, num_classes)
