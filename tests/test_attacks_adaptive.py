@@ -54,7 +54,7 @@ def test_bpda_needed_to_break_rounding():
     assert torch.equal(x_plain, x)
     model, ctx = adaptive_model(pred, eot_draws=1)
     assert model is pred
-    with ctx:
+    with ctx():
         assert pred.use_bpda
         x_bpda = pgd(model, eps=0.1)(x, y)
     assert not pred.use_bpda  # scoring uses the real forward
@@ -90,7 +90,7 @@ def test_eot_averages_draws_and_passes_gradients():
     var_many = torch.stack([model(x) for _ in range(20)]).var(0).mean()
     assert var_many < var_one / 5
     x.requires_grad_(True)
-    with ctx:
+    with ctx():
         model(x)[:, 0].sum().backward()
     assert x.grad.abs().sum() > 0
 

@@ -10,6 +10,7 @@ uses the predictor's real forward, outside it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -35,16 +36,18 @@ class EOT(nn.Module):
 
 
 def adaptive_model(
-    predictor: nn.Module, eot_draws: int
-) -> tuple[nn.Module, AbstractContextManager]:
-    """The model an adaptive attack crafts on, and the context to craft in.
+    predictor: nn.Module, eot_draws: int, native_eot: bool = False
+) -> tuple[nn.Module, Callable[[], AbstractContextManager]]:
+    """The model an adaptive attack crafts on, and a factory of the context to craft in.
 
-    ``EOT(predictor, eot_draws)`` if the predictor is randomized, else the predictor; the context
-    is ``predictor.bpda_enabled()`` if it is not differentiable, else a null context. Score the
-    adversarial examples outside the context, on the predictor itself.
+    ``EOT(predictor, eot_draws)`` if the predictor is randomized (and the attack has no EOT of its
+    own, ``native_eot``), else the predictor; the context is ``predictor.bpda_enabled()`` if it is
+    not differentiable, else a null context. Score the adversarial examples outside the context,
+    on the predictor itself.
     """
     randomized = getattr(predictor, "randomized", False)
-    model = EOT(predictor, eot_draws) if randomized else predictor
+    use_eot = randomized and eot_draws > 1 and not native_eot
+    model = EOT(predictor, eot_draws) if use_eot else predictor
     if getattr(predictor, "differentiable", True):
-        return model, nullcontext()
-    return model, predictor.bpda_enabled()
+        return model, nullcontext
+    return model, predictor.bpda_enabled

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustlab.attacks.adaptive import EOT
+from robustlab.attacks.adaptive import EOT, adaptive_model
 from robustlab.attacks.costs import count_passes
 from robustlab.attacks.factory import build_attack
 from robustlab.inference.base import Predictor
@@ -80,11 +80,9 @@ def crafting_model(
     if threat_model == "oblivious":
         return predictor.net, nullcontext, False, False
     native_eot = int(spec.get("eot_iter") or 1) > 1
-    use_eot = predictor.randomized and eot_draws > 1 and not native_eot
-    model = EOT(predictor, eot_draws) if use_eot else predictor
-    use_bpda = not predictor.differentiable
-    ctx = predictor.bpda_enabled if use_bpda else nullcontext
-    return model, ctx, use_eot or (predictor.randomized and native_eot), use_bpda
+    model, ctx = adaptive_model(predictor, eot_draws, native_eot)
+    eot = isinstance(model, EOT) or (predictor.randomized and native_eot)
+    return model, ctx, eot, not predictor.differentiable
 
 
 def _batches(n: int, size: int):
