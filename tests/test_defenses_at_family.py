@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from robustlab.defenses.adversarial import PGDAT
 from robustlab.defenses.fast_at import FastAT
@@ -233,3 +235,44 @@ def test_defense_instantiates_from_its_yaml_and_trains(name):
     loss, _ = defense.training_loss(x, y)
     loss.backward()
     assert torch.isfinite(loss)
+
+
+class _CountingPGDAT(PGDAT):
+    """PGD-AT that counts the batches trained with its adversarial loss."""
+
+    adversarial_batches = 0
+
+    def training_loss(self, x, y):
+        self.adversarial_batches += 1
+        return super().training_loss(x, y)
+
+
+@pytest.mark.parametrize(("warmup", "epochs", "adversarial"), [(1, 1, 0), (1, 2, 2), (0, 1, 2)])
+def test_warmup_epochs_train_clean_first_then_the_defense_loss(warmup, epochs, adversarial):
+    net, x, y = _toy(n=8)
+    defense = _CountingPGDAT(net, **COMMON, inner=_inner(), warmup_epochs=warmup)
+    before = [p.detach().clone() for p in net.parameters()]
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(defense, DataLoader(TensorDataset(x, y), batch_size=4))
+    assert defense.adversarial_batches == adversarial
+    assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
+
+
+def test_warmup_loss_is_clean_cross_entropy():
+    net, x, y = _toy()
+    loss, logits = PGDAT(net, **COMMON, inner=_inner(), warmup_epochs=1).warmup_loss(x, y)
+    assert torch.equal(logits, net(x))
+    assert torch.equal(loss, F.cross_entropy(net(x), y))
+
+
+def test_negative_warmup_is_a_one_line_error():
+    net, _, _ = _toy()
+    with pytest.raises(ValueError, match="warmup_epochs=-1 must be >= 0"):
+        PGDAT(net, **COMMON, inner=_inner(), warmup_epochs=-1)

@@ -2,7 +2,9 @@
 
 It owns the net, the optimizer and schedule, and the metrics every defense logs: train loss,
 train/val clean accuracy, and a cheap validation PGD accuracy. A subclass only says how a batch
-becomes a training loss (``training_loss``).
+becomes a training loss (``training_loss``). ``warmup_epochs`` clean epochs (cross-entropy on the
+natural inputs) may precede the defense's own loss; the official MIAT code (dwDavidxd/MIAT) warms its
+target model up this way for 2 epochs before adversarial training.
 """
 
 from __future__ import annotations
@@ -32,8 +34,12 @@ class DefenseModule(pl.LightningModule):
         scheduler: dict[str, Any] | None = None,
         val_attack: dict[str, Any] | None = None,
         monitor: str = "val/clean_acc",
+        warmup_epochs: int = 0,
     ):
         super().__init__()
+        if warmup_epochs < 0:
+            raise ValueError(f"{name}: warmup_epochs={warmup_epochs} must be >= 0")
+        self.warmup_epochs = warmup_epochs
         self.net = net
         self.name = name
         self.monitor = monitor
@@ -54,9 +60,17 @@ class DefenseModule(pl.LightningModule):
         """Return (loss, clean logits or None); None means the base computes clean logits."""
         raise NotImplementedError
 
+    def warmup_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy on the natural inputs: the loss of the clean warm-up epochs."""
+        logits = self.net(x)
+        return F.cross_entropy(logits, y), logits
+
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss, clean_logits = self.training_loss(x, y)
+        if self.current_epoch < self.warmup_epochs:
+            loss, clean_logits = self.warmup_loss(x, y)
+        else:
+            loss, clean_logits = self.training_loss(x, y)
         if clean_logits is None:
             with torch.no_grad(), eval_mode(self.net):
                 clean_logits = self.net(x)
