@@ -40,6 +40,7 @@ from robustlab.training import (
     ensure_trained,
     fit,
     load_cached,
+    same_budget_spec,
 )
 from robustlab.validate import ConfigError, validate_attack_specs, validate_config
 
@@ -107,7 +108,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     validate_attack_specs(specs)
     inferences = inference_configs(cfg)
     for name in cfg.eval.get("compare_with") or []:
-        dependency_config(cfg, {"defense": name})
+        dependency_config(cfg, same_budget_spec(cfg, name))
     datamodule = instantiate(cfg.dataset)
     datamodule.check_files()
     net = instantiate(cfg.model)
@@ -162,10 +163,11 @@ def evaluate_loaded(
 
 def evaluate_baselines(cfg: DictConfig, evaluator: Evaluator, datamodule) -> list[dict]:
     """``eval.compare_with``: the same cell with another defense, trained (or found) through the
-    cache and evaluated with the same attacks, so the table shows the method beside its baseline."""
+    cache with the cell's budget (``same_budget_spec``) and evaluated with the same attacks, so
+    the table shows the method beside its baseline."""
     records = []
     for name in cfg.eval.get("compare_with") or []:
-        sub = dependency_config(cfg, {"defense": name})
+        sub = dependency_config(cfg, same_budget_spec(cfg, name))
         baseline = build_defense(sub, instantiate(sub.model))
         load_cached(baseline, ensure_trained(sub))
         meta = {"defense": name, "config_hash": config_hash(sub)}

@@ -21,22 +21,51 @@ from robustlab.checkpointing import AtomicCheckpointIO
 from robustlab.defenses.base import DefenseModule
 from robustlab.paths import CONF_DIR
 
+# Keys that set a defense's training budget; a compare_with baseline takes the cell's values of
+# those both define, so it is trained with the same optimizer, schedule, inner attack and warm-up.
+BUDGET_KEYS = ("optimizer", "scheduler", "inner", "warmup_epochs")
+
+
+def defense_config(name: str) -> dict[str, Any]:
+    """``conf/defense/NAME.yaml`` composed as Hydra composes it: its ``defaults`` list (other
+    defense configs and ``_self_``, implicitly last) merged in order."""
+    path = CONF_DIR / "defense" / f"{name}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"defense={name!r} not found; valid defenses: {valid}")
+    own = OmegaConf.load(path)
+    defaults = list(own.pop("defaults", None) or [])
+    if "_self_" not in defaults:
+        defaults.append("_self_")
+    merged = OmegaConf.create()
+    for entry in defaults:
+        if not isinstance(entry, str):
+            raise ValueError(f"{path}: defaults entry {entry!r} is not a defense name or _self_")
+        part = own if entry == "_self_" else defense_config(entry)
+        merged = OmegaConf.merge(merged, part)
+    return OmegaConf.to_container(merged)
+
 
 def dependency_config(cfg: DictConfig, spec: dict[str, Any]) -> DictConfig:
     """The parent's cell config with the defense replaced by ``spec['defense']`` (+ overrides)."""
     name = spec["defense"]
-    path = CONF_DIR / "defense" / f"{name}.yaml"
-    if not path.is_file():
-        valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"dependency defense={name!r} not found; valid defenses: {valid}")
     sub = OmegaConf.to_container(cfg, resolve=False)
     sub.pop("hydra", None)
-    sub["defense"] = OmegaConf.to_container(OmegaConf.load(path))
+    sub["defense"] = defense_config(name)
     sub["output_dir"] = str(Path(cfg.output_dir) / "dependencies" / name)
     sub_cfg = OmegaConf.create(sub)
     for key, value in (spec.get("overrides") or {}).items():
         OmegaConf.update(sub_cfg, key, value, merge=True)
     return sub_cfg
+
+
+def same_budget_spec(cfg: DictConfig, name: str) -> dict[str, Any]:
+    """The dependency spec of baseline ``name`` trained with the cell's values of BUDGET_KEYS
+    (those both defenses define), e.g. PGD-AT with MIAT's optimizer, schedule and warm-up."""
+    baseline = defense_config(name)
+    own = OmegaConf.to_container(cfg.defense, resolve=True)
+    shared = {key: own[key] for key in BUDGET_KEYS if key in own and key in baseline}
+    return {"defense": name, "overrides": {"defense": shared}}
 
 
 def resolve_dependencies(cfg: DictConfig) -> dict[str, str]:
