@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from robustlab.cache import training_key
 from robustlab.paths import CONF_DIR
 from robustlab.training import BUDGET_KEYS, defense_config, dependency_config, same_budget_spec
 
@@ -51,3 +52,18 @@ def test_baseline_keeps_its_own_value_of_keys_it_does_not_define(compose_cfg):
     assert set(spec["overrides"]["defense"]) == {"optimizer", "scheduler"} < set(BUDGET_KEYS)
     sub = dependency_config(cfg, spec)
     assert "inner" not in sub.defense and "warmup_epochs" not in sub.defense
+
+
+def _dependency(cfg, key):
+    spec = OmegaConf.to_container(cfg.defense, resolve=True)["dependencies"][key]
+    return dependency_config(cfg, spec)
+
+
+@pytest.mark.parametrize("experiment", ["miat_quick", "miat_paper"])
+def test_miat_baseline_is_the_classifier_of_stage_1(compose_cfg, experiment):
+    """The same-budget PGD-AT baseline and MIAT's stage-1 classifier share one cache entry."""
+    cfg = compose_cfg(f"experiment={experiment}")
+    classifier = _dependency(_dependency(cfg, "estimators"), "classifier")
+    baseline = dependency_config(cfg, same_budget_spec(cfg, "pgd_at"))
+    assert classifier.defense.warmup_epochs == cfg.defense.warmup_epochs == 2
+    assert training_key(classifier) == training_key(baseline)

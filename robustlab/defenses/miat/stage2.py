@@ -17,7 +17,12 @@ alpha = 0 the loss is exactly the base loss.
 Departures of the official code (dwDavidxd/MIAT, ``train_MIAT.py``) from the paper, where we follow
 the paper: it drops the lambda term (ours: lambda = 0.1 by default); its sample selection takes a
 softmax over the batch axis (see ``selection.py``); it trains WRN-34-10 with PGD-40, step 0.007
-(the paper: ResNet-18, PGD-10, step eps/4); it warms the model up with 2 epochs of clean training.
+(the paper: ResNet-18, PGD-10, step eps/4). One we follow: the code trains 2 clean epochs before
+the MIAT loss, which the paper does not mention (``warmup_epochs: 2`` in ``conf/defense/miat.yaml``,
+inside ``max_epochs``, and given to the PGD-AT classifier of stage 1 too). Without it a net trained
+from scratch collapses to chance on digits: early on almost no example is selected, and the cosine
+terms' gradients (about 1/|v| in the estimates) overwhelm the base loss
+(experiments/miat/README.md).
 """
 
 from __future__ import annotations
