@@ -98,3 +98,19 @@ def test_report_threat_model_filter_and_out(swept):
     main([str(root), "--out", str(root / "obl"), "--threat-model", "oblivious"])
     with open(root / "obl" / "report.csv", newline="") as fh:
         assert [r["inference"] for r in csv.DictReader(fh)] == ["mi_ol"]
+
+
+def test_worst_case_column_comes_from_the_config_the_row_shows(tmp_path, capsys):
+    """A hyperparameter sweep puts two configs in one row: every column shows the latest one."""
+    early, late = "2024-01-01T00:01:00", "2024-01-01T00:02:00"
+    records = [
+        make_record(config_hash=h, attack=attack, robust_acc=acc, finished=t)
+        for h, t, pgd in (("h-a", early, 0.05), ("h-b", late, 0.30))
+        for attack, acc in (("pgd", pgd), (WORST_CASE, pgd - 0.01))
+    ]
+    append_records(tmp_path / "run" / "records.jsonl", records)
+    main([str(tmp_path)])
+    table = (tmp_path / "report.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| erm"))
+    assert "| 30.0 " in row and "| 29.0 " in row
+    assert "4.0" not in row

@@ -131,13 +131,18 @@ def build_grid(dataset: str, records: list[dict[str, Any]]) -> Grid:
 
 
 def _place_worst(grid: Grid, worst: list[dict[str, Any]], row_of) -> None:
-    """Per row, the lowest worst-case accuracy at the row's largest eps."""
+    """Per row, the lowest worst-case accuracy at the row's largest eps, among the records of the
+    config the row shows (that of its latest record); those of other configs count as shadowed."""
     by_row: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in worst:
         by_row[row_of(r)].append(r)
     if by_row:
         grid.cols.append(WORST_COLUMN)
     for row, recs in by_row.items():
+        shown = grid.clean[row].get("config_hash")
+        same_config = [r for r in recs if r.get("config_hash") == shown] or recs
+        grid.shadowed += len(recs) - len(same_config)
+        recs = same_config
         top = max(float(r["eps"]) for r in recs)
         at_top = [r for r in recs if float(r["eps"]) == top]
         grid.cells[(row, WORST_COLUMN)] = min(at_top, key=lambda r: float(r["robust_acc"]))
