@@ -119,7 +119,8 @@ def _save_classifier(net, path):
     return str(path)
 
 
-def test_stage1_freezes_the_classifier_and_trains_the_estimators(tmp_path):
+@pytest.mark.parametrize("objective", ["paper", "official"])
+def test_stage1_freezes_the_classifier_and_trains_the_estimators(tmp_path, objective):
     trained = _toy_net(batchnorm=True)
     trained.train()
     trained(torch.rand(32, *SHAPE) * 3)  # non-default BN running statistics
@@ -131,6 +132,7 @@ def test_stage1_freezes_the_classifier_and_trains_the_estimators(tmp_path):
         dependencies={"classifier": path},
         input_shape=SHAPE,
         estimator=EST,
+        objective=objective,
     )
     net_before = copy.deepcopy(defense.net.state_dict())
     est_before = copy.deepcopy(defense.estimator_n.state_dict())

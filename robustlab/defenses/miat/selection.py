@@ -12,8 +12,12 @@ from __future__ import annotations
 from torch import Tensor
 
 
+def outcome_masks(logits_clean: Tensor, logits_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Boolean masks (N,): correct on the clean input, and wrong on the adversarial one."""
+    return logits_clean.argmax(dim=1) == y, logits_adv.argmax(dim=1) != y
+
+
 def select_flipped(logits_clean: Tensor, logits_adv: Tensor, y: Tensor) -> Tensor:
     """Boolean mask (N,): correct on the clean input and wrong on the adversarial one."""
-    correct_clean = logits_clean.argmax(dim=1) == y
-    wrong_adv = logits_adv.argmax(dim=1) != y
+    correct_clean, wrong_adv = outcome_masks(logits_clean, logits_adv, y)
     return correct_clean & wrong_adv

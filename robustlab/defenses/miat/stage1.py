@@ -1,17 +1,13 @@
 """MIAT stage 1: train the natural and adversarial MI estimators E_n and E_a against a frozen
 adversarially trained classifier (Zhou et al., ICML 2022, Sec. 3.2.2, Eq. 5-6).
 
-On the selected examples X' (correct when clean, wrong when attacked; ``selection.py``):
-
-    E_n maximizes mean_X' [ I_n(x; h(x)) - [I_n(x; h(x_adv))]+ ]      (natural MI: pattern x)
-    E_a maximizes mean_X' [ I_a(n; h(x_adv)) - [I_a(n; h(x))]+ ],  n = x_adv - x   (adversarial MI)
-
-so E_n scores the clean output above the adversarial one and E_a the reverse. The subtracted
-estimate is clamped at 0 (MI >= 0; ``nonnegative``, our addition): unclamped, the critic lowers it
-without bound instead of learning the dependence (see ``estimators.py``). The official code
-(dwDavidxd/MIAT, ``train_MI_estimator.py``) replaces this difference by cosine-similarity terms and
-also trains on the examples the attack does not flip; we follow the paper's Eq. 5. When a batch has
-no selected example, the objective falls back to the whole batch.
+E_n scores the pattern x against the output; E_a the noise n = x_adv - x. ``objective`` picks the
+training objective (``objectives.py``): ``paper`` (default), Eq. 5 on the examples the classifier
+gets right clean and wrong attacked -- E_n scores the clean output above the adversarial one, E_a
+the reverse, the subtracted estimate clamped at 0 (MI >= 0, our addition: unclamped, the critic
+lowers it without bound instead of learning the dependence, see ``estimators.py``); or
+``official``, the cosine objective of the official code (dwDavidxd/MIAT, ``train_MI_estimator.py``),
+which also trains on the examples the attack does not flip.
 """
 
 from __future__ import annotations
@@ -23,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.defenses.adversarial import AdversarialDefense
-from robustlab.defenses.miat.estimators import MIEstimator, nonnegative
-from robustlab.defenses.miat.selection import select_flipped
+from robustlab.defenses.miat.estimators import MIEstimator
+from robustlab.defenses.miat.objectives import LOSSES, OBJECTIVES, Estimates, mi_gaps, selected_mean
+from robustlab.defenses.miat.selection import outcome_masks
 from robustlab.defenses.optim import build_optimizer, build_schedule
 from robustlab.models.loading import load_weights
 
@@ -35,17 +32,13 @@ def freeze(module: nn.Module) -> None:
     module.eval()
 
 
-def selected_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` over ``mask``, or over all values when the mask is empty."""
-    return values[mask].mean() if bool(mask.any()) else values.mean()
-
-
 class MIATEstimators(AdversarialDefense):
     """Stage 1 of MIAT: ``net`` is the frozen classifier loaded from ``dependencies['classifier']``
     (a PGD-AT checkpoint of the training cache); ``estimator_n`` and ``estimator_a`` are trained.
 
     ``estimator``: {hidden, width} of both estimators (hidden 2048 and width 64 in the paper);
-    ``input_shape``: (channels, size, size) of the dataset's images, used to size them.
+    ``input_shape``: (channels, size, size) of the dataset's images, used to size them;
+    ``objective``: ``paper`` or ``official`` (module docstring).
     The inner attack (``inner``) crafts the adversarial examples against the frozen classifier.
     """
 
@@ -55,9 +48,15 @@ class MIATEstimators(AdversarialDefense):
         dependencies: dict[str, str],
         input_shape: Sequence[int],
         estimator: dict[str, Any],
+        objective: str = "paper",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if objective not in OBJECTIVES:
+            raise ValueError(
+                f"miat_estimators: objective={objective!r} is not one of {list(OBJECTIVES)}"
+            )
+        self.objective = objective
         if "classifier" not in dependencies:
             raise ValueError(
                 f"miat_estimators: dependencies={sorted(dependencies)} lack 'classifier'"
@@ -73,31 +72,38 @@ class MIATEstimators(AdversarialDefense):
         self.net.eval()
         return self
 
-    def mi_gaps(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-example gaps I_n(x;h(x)) - [I_n(x;h(x_adv))]+ and I_a(n;h(x_adv)) - [I_a(n;h(x))]+,
-        and the selection mask, on PGD examples against the frozen classifier."""
+    def estimates(self, x: Tensor, y: Tensor) -> tuple[Estimates, Tensor, Tensor]:
+        """The four estimates on PGD examples against the frozen classifier, and the masks
+        ``correct_clean`` and ``wrong_adv`` (``selection.outcome_masks``)."""
         x_adv = self.craft(x, y)
         with torch.no_grad():
             logits_clean, logits_adv = self.net(x), self.net(x_adv)
         noise = x_adv - x
-        gap_n = self.estimator_n(x, logits_clean) - nonnegative(self.estimator_n(x, logits_adv))
-        gap_a = self.estimator_a(noise, logits_adv) - nonnegative(
-            self.estimator_a(noise, logits_clean)
+        est = Estimates(
+            n_clean=self.estimator_n(x, logits_clean),
+            n_adv=self.estimator_n(x, logits_adv),
+            a_adv=self.estimator_a(noise, logits_adv),
+            a_clean=self.estimator_a(noise, logits_clean),
         )
-        return gap_n, gap_a, select_flipped(logits_clean, logits_adv, y)
+        return est, *outcome_masks(logits_clean, logits_adv, y)
 
     def training_loss(self, x, y):
-        gap_n, gap_a, mask = self.mi_gaps(x, y)
-        self.log("train/selected", mask.float().mean(), on_step=False, on_epoch=True)
-        self.log("train/mi_gap_n", selected_mean(gap_n, mask).detach(), on_epoch=True)
-        self.log("train/mi_gap_a", selected_mean(gap_a, mask).detach(), on_epoch=True)
-        return -(selected_mean(gap_n, mask) + selected_mean(gap_a, mask)), None
+        est, correct_clean, wrong_adv = self.estimates(x, y)
+        flipped = correct_clean & wrong_adv
+        gap_n, gap_a = mi_gaps(est)
+        self.log("train/selected", flipped.float().mean(), on_step=False, on_epoch=True)
+        self.log("train/mi_gap_n", selected_mean(gap_n, flipped).detach(), on_epoch=True)
+        self.log("train/mi_gap_a", selected_mean(gap_a, flipped).detach(), on_epoch=True)
+        return LOSSES[self.objective](est, correct_clean, wrong_adv), None
 
     def validation_step(self, batch, batch_idx):
-        """The classifier's metrics, plus ``val/mi_gap`` (higher is better) for checkpointing."""
+        """The classifier's metrics, plus ``val/mi_gap`` (Eq. 5's two gaps on the flipped
+        validation examples, higher is better) for checkpointing, whatever the objective."""
         super().validation_step(batch, batch_idx)
-        gap_n, gap_a, mask = self.mi_gaps(*batch)
-        self.log("val/mi_gap", selected_mean(gap_n, mask) + selected_mean(gap_a, mask))
+        est, correct_clean, wrong_adv = self.estimates(*batch)
+        gap_n, gap_a = mi_gaps(est)
+        flipped = correct_clean & wrong_adv
+        self.log("val/mi_gap", selected_mean(gap_n, flipped) + selected_mean(gap_a, flipped))
 
     def configure_optimizers(self):
         params = [*self.estimator_n.parameters(), *self.estimator_a.parameters()]

@@ -37,6 +37,7 @@ from torch import Tensor
 from robustlab.defenses.adversarial import AdversarialDefense
 from robustlab.defenses.mart import mart_loss
 from robustlab.defenses.miat.estimators import MIEstimator, nonnegative
+from robustlab.defenses.miat.objectives import cosine_loss
 from robustlab.defenses.miat.selection import select_flipped
 from robustlab.defenses.miat.stage1 import freeze
 from robustlab.defenses.trades import kl_sum, small_noise_start, trades_loss
@@ -44,11 +45,6 @@ from robustlab.modes import eval_mode
 
 BASE_LOSSES = ("pgd_at", "trades", "mart")
 ESTIMATORS = ("estimator_n", "estimator_a")
-
-
-def cosine_loss(a: Tensor, b: Tensor) -> Tensor:
-    """L_cos(a, b) = |1 - cos(a, b)| between two vectors."""
-    return (1 - F.cosine_similarity(a, b, dim=0)).abs()
 
 
 def load_estimators(path: str) -> dict[str, dict[str, Tensor]]:
