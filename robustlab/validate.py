@@ -38,7 +38,7 @@ def _check_l2_eps(where: str, eps: Any) -> None:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Raise ConfigError on the first bad value (mode, ckpt, epochs, eps, eval sizes)."""
+    """Raise ConfigError on the first bad value (mode, ckpt, epochs, warm-up, eps, eval sizes)."""
     if cfg.mode not in MODES:
         raise ConfigError(f"mode={cfg.mode!r} is not one of {list(MODES)}")
     if cfg.mode == "eval":
@@ -49,6 +49,12 @@ def validate_config(cfg: DictConfig) -> None:
     epochs = cfg.trainer.get("max_epochs")
     if cfg.mode == "train" and (epochs is None or int(epochs) <= 0):
         raise ConfigError(f"trainer.max_epochs={epochs} must be a positive integer")
+    warmup = cfg.defense.get("warmup_epochs") or 0
+    if cfg.mode == "train" and int(warmup) >= int(epochs):
+        raise ConfigError(
+            f"defense.warmup_epochs={warmup} >= trainer.max_epochs={epochs}: the {cfg.defense.name} "
+            "loss would never be trained; lower the warm-up or raise max_epochs"
+        )
     _check_linf_eps("dataset.eps", cfg.dataset.eps)
     inner = cfg.defense.get("inner")
     if inner is not None:

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from robustlab.attacks.specs import available_attacks, resolve_attack_specs
 from robustlab.paths import CONF_DIR
+from robustlab.validate import ConfigError, validate_config
 
 GROUPS = ("dataset", "model", "defense", "inference", "trainer", "logger")
 
@@ -86,3 +87,11 @@ def test_bad_value_is_one_line_on_stderr(tmp_path):
         "robustlab: error: dataset.eps=2.0 is outside (0, 1]: pixels live in [0,1], "
         "so an L-inf eps must be in (0, 1] (e.g. 8/255=0.0314 for CIFAR, 0.3 for MNIST)"
     ]
+
+
+def test_warmup_covering_every_epoch_is_a_one_line_error(compose_cfg):
+    with pytest.raises(
+        ConfigError, match=r"warmup_epochs=2 >= trainer.max_epochs=2: the miat loss"
+    ):
+        validate_config(compose_cfg("experiment=miat_quick", "trainer.max_epochs=2"))
+    validate_config(compose_cfg("experiment=miat_quick", "trainer.max_epochs=3"))

@@ -241,6 +241,7 @@ def test_full_chain_trains_classifier_estimators_and_miat(compose_cfg, tmp_path)
         "dataset.train_limit=128",
         "eval.n_examples=48",
         "trainer.max_epochs=1",
+        "defense.warmup_epochs=0",
         "defense.dependencies.estimators.overrides.trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
         "logger=none",
