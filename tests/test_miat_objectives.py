@@ -74,10 +74,15 @@ def test_official_loss_without_correct_examples_maximizes_both_estimates():
     assert torch.equal(official_loss(EST, nobody, WRONG_ADV), expected)
 
 
-def test_bad_objective_is_a_one_line_error():
-    with pytest.raises(
-        ValueError, match=r"objective='cosine' is not one of \['paper', 'official'\]"
-    ):
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"objective": "cosine"}, r"objective='cosine' is not one of \['paper', 'official'\]"),
+        ({"warmup_epochs": 1}, r"warmup_epochs=1 must be 0: the classifier is frozen"),
+    ],
+)
+def test_bad_stage1_setting_is_a_one_line_error(bad, message):
+    with pytest.raises(ValueError, match=message):
         MIATEstimators(
             torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)),
             name="t",
@@ -87,5 +92,5 @@ def test_bad_objective_is_a_one_line_error():
             dependencies={"classifier": "unused.pt"},
             input_shape=(1, 8, 8),
             estimator={"hidden": 4, "width": 2},
-            objective="cosine",
+            **bad,
         )

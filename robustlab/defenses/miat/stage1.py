@@ -57,6 +57,11 @@ class MIATEstimators(AdversarialDefense):
                 f"miat_estimators: objective={objective!r} is not one of {list(OBJECTIVES)}"
             )
         self.objective = objective
+        if self.warmup_epochs:
+            raise ValueError(
+                f"miat_estimators: warmup_epochs={self.warmup_epochs} must be 0: the classifier "
+                "is frozen (warm the PGD-AT classifier up through the miat defense instead)"
+            )
         if "classifier" not in dependencies:
             raise ValueError(
                 f"miat_estimators: dependencies={sorted(dependencies)} lack 'classifier'"
