@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlab.attacks.engine import ShardResult, evaluate_shard, threat_models_for
+from robustlab.attacks.engine import AttackOutcome, ShardResult, evaluate_shard, threat_models_for
 from robustlab.attacks.summary import build_records, merge_shards
 from robustlab.inference.base import Predictor
 from robustlab.inference.bpda import bpda
@@ -178,3 +178,26 @@ def test_rounding_predictor_oblivious_and_plain_gradients_fail_bpda_succeeds():
     _, records = evaluate(no_bpda.net, x, y, [spec], predictor=no_bpda)
     assert [r["robust_acc"] for r in records if r["attack"] == "pgd"] == [1.0]
     assert any("vanishing_gradients" in r["sanity_flags"] for r in records)
+
+
+def test_autoattack_records_count_the_points_each_component_broke():
+    t, f = True, False
+    outcome = AttackOutcome(
+        attack="autoattack",
+        threat_model="adaptive",
+        norm="linf",
+        eps=0.1,
+        spec={"name": "autoattack", "kind": "autoattack"},
+        params={},
+        adv_correct=torch.tensor([f, f, f, t, f]),
+        component_broken={
+            "apgd-ce": torch.tensor([t, f, f, f, f]),
+            "square": torch.tensor([f, t, t, f, f]),
+        },
+    )
+    clean = torch.tensor([t, t, t, t, f])
+    shard = ShardResult(torch.arange(5), clean, [outcome], {"adaptive": torch.zeros(5, dtype=bool)})
+    record = build_records(shard, META, randomized=False, needs_adaptive=False)[0]
+    assert record["broken_by_component"] == {"apgd-ce": 1, "square": 2}
+    assert record["n_clean_correct"] - record["n_robust"] == 3
+    assert "square_beats_whitebox" in record["sanity_flags"]

@@ -100,6 +100,9 @@ def build_records(
                 square_broke_whitebox_survivors=bool(
                     survivors_broken is not None and survivors_broken.any()
                 ),
+                broken_by_component={
+                    name: int((clean & mask).sum()) for name, mask in o.component_broken.items()
+                },
             )
         )
     apply_sanity_flags(records, needs_adaptive)
