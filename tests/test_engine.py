@@ -201,3 +201,24 @@ def test_autoattack_records_count_the_points_each_component_broke():
     assert record["broken_by_component"] == {"apgd-ce": 1, "square": 2}
     assert record["n_clean_correct"] - record["n_robust"] == 3
     assert "square_beats_whitebox" in record["sanity_flags"]
+
+
+def test_an_attack_that_changes_nothing_is_not_robust_above_clean():
+    """A constant predictor (measured: a collapsed MNIST net, 126 of 1000 right) keeps exactly its
+    clean accuracy under attack; float32 rounding once made 0.126 look larger than 0.126."""
+    clean = torch.zeros(1000, dtype=torch.bool)
+    clean[:126] = True
+    outcome = AttackOutcome(
+        attack="pgd",
+        threat_model="adaptive",
+        norm="linf",
+        eps=0.3,
+        spec={"name": "pgd", "kind": "pgd"},
+        params={"steps": 20},
+        adv_correct=clean.clone(),
+    )
+    zero_grad = {"adaptive": torch.zeros(1000, dtype=torch.bool)}
+    shard = ShardResult(torch.arange(1000), clean, [outcome], zero_grad)
+    record = build_records(shard, META, randomized=False, needs_adaptive=False)[0]
+    assert record["adv_acc"] == record["clean_acc"] == 0.126
+    assert "robust_above_clean" not in record["sanity_flags"]

@@ -154,6 +154,6 @@ def _record(meta, inference, attack, severity, clean, shifted, seconds, started,
         forward_passes=1.0,
         wall_seconds=seconds,
         kind="natural_shift",
-        adv_acc=float(shifted.float().mean()),
+        adv_acc=int(shifted.sum()) / len(shifted),
         **extra,
     )
