@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.attacks.engine import AttackOutcome, ShardResult, evaluate_shard, threat_models_for
+from robustlab.attacks.evaluator import Evaluator
 from robustlab.attacks.summary import build_records, merge_shards
 from robustlab.inference.base import Predictor
 from robustlab.inference.bpda import bpda
@@ -222,3 +223,26 @@ def test_an_attack_that_changes_nothing_is_not_robust_above_clean():
     record = build_records(shard, META, randomized=False, needs_adaptive=False)[0]
     assert record["adv_acc"] == record["clean_acc"] == 0.126
     assert "robust_above_clean" not in record["sanity_flags"]
+
+
+def test_evaluator_flags_a_constant_net_and_not_a_trained_one(trained, tmp_path):
+    net, x, y = trained
+    constant = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
+    with torch.no_grad():
+        constant[1].weight.zero_()
+        constant[1].bias.copy_(torch.arange(10.0))  # always class 9: 20 of the 200 labels
+    evaluator = Evaluator(
+        specs=[pgd_spec()],
+        inferences=[{"_target_": "robustlab.inference.plain.Plain", "name": "plain"}],
+        meta={k: v for k, v in META.items() if k not in ("inference", "started")},
+        num_classes=10,
+        seed=0,
+        output_dir=tmp_path,
+        progress=False,
+    )
+    collapsed = evaluator.evaluate(constant, x, y, write=False)
+    assert collapsed[0]["clean_acc"] == collapsed[0]["majority_class_acc"] == 0.1
+    assert all("clean_at_chance" in r["sanity_flags"] for r in collapsed)
+    assert not any(
+        "clean_at_chance" in r["sanity_flags"] for r in evaluator.evaluate(net, x, y, write=False)
+    )

@@ -55,3 +55,17 @@ def test_randomized_predictor_tolerates_draw_noise_above_clean():
     noisy = rec("pgd", 0.91, randomized=True, eot=True)
     assert flags([noisy]) == [[]]
     assert "robust_above_clean" in flags([rec("pgd", 0.97, randomized=True, eot=True)])[0]
+
+
+def test_clean_at_chance_flags_a_net_no_better_than_the_majority_class():
+    collapsed = rec(
+        "pgd", 0.126, clean_acc=0.126, clean_ci=[0.107, 0.148], majority_class_acc=0.126
+    )
+    barely = rec("pgd", 0.126, clean_acc=0.147, clean_ci=[0.126, 0.170], majority_class_acc=0.126)
+    learned = rec("pgd", 0.5, majority_class_acc=0.126)  # clean 0.9, interval [0.85, 0.94]
+    assert [("clean_at_chance" in f) for f in flags([collapsed, barely, learned])] == [
+        True,
+        True,
+        False,
+    ]
+    assert flags([rec("pgd", 0.5)]) == [[]]  # records without the field raise nothing

@@ -75,6 +75,7 @@ class Evaluator:
             x, y = x[: self.n_examples], y[: self.n_examples]
         device = next(net.parameters()).device
         indices = torch.arange(len(x))[rank::world_size]
+        majority = int(torch.bincount(y.long().cpu()).max()) / len(y)
         records = []
         for inference_cfg in self.inferences:
             predictor = build_predictor(inference_cfg, net, self.datamodule, defense).to(device)
@@ -99,6 +100,7 @@ class Evaluator:
                 {**cell_meta, "started": started},
                 randomized=predictor.randomized,
                 needs_adaptive=predictor.needs_adaptive_tools(),
+                majority_class_acc=majority,
             )
             if self.natural_shifts and rank == 0:
                 ours += self._shift_records(predictor, net, x.to(device), y.to(device), cell_meta)

@@ -10,7 +10,10 @@ Flags:
   or broke points that survived AutoAttack's white-box components;
 - ``vanishing_gradients``: input gradients are zero on a share of examples;
 - ``randomized_without_eot``: a randomized predictor attacked white-box without EOT;
-- ``oblivious_only``: a randomized or preprocessing predictor evaluated with no adaptive attack.
+- ``oblivious_only``: a randomized or preprocessing predictor evaluated with no adaptive attack;
+- ``clean_at_chance``: clean accuracy not above that of always predicting the most frequent test
+  class (``majority_class_acc``; the lower end of the clean 95% interval at or below it): a
+  collapsed net, whose robust accuracy measures the class balance, not robustness.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ def apply_sanity_flags(records: list[dict[str, Any]], needs_adaptive: bool) -> N
             _add(r, "oblivious_only")
         if r.get("square_broke_whitebox_survivors"):
             _add(r, "square_beats_whitebox")
+        majority = r.get("majority_class_acc")
+        if majority is not None and r["clean_ci"][0] <= majority:
+            _add(r, "clean_at_chance")
 
     by_curve = defaultdict(list)
     for r in attacks:

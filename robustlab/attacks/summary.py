@@ -52,10 +52,16 @@ def merge_shards(shards: list[ShardResult]) -> ShardResult:
 
 
 def build_records(
-    result: ShardResult, meta: dict[str, Any], *, randomized: bool, needs_adaptive: bool
+    result: ShardResult,
+    meta: dict[str, Any],
+    *,
+    randomized: bool,
+    needs_adaptive: bool,
+    majority_class_acc: float | None = None,
 ) -> list[dict[str, Any]]:
     """Records for one cell. ``meta``: run_id, config_hash, dataset, model, defense, inference,
-    seed, versions, started."""
+    seed, versions, started. ``majority_class_acc``: the accuracy of always predicting the most
+    frequent class of the evaluated labels (for the ``clean_at_chance`` flag)."""
     n = int(result.clean_correct.numel())
     clean = result.clean_correct
     n_clean = int(clean.sum())
@@ -95,6 +101,7 @@ def build_records(
                 adv_acc=int(o.adv_correct.sum()) / n,
                 zero_grad_share=int(result.zero_grad[o.threat_model].sum()) / n,
                 randomized=randomized,
+                majority_class_acc=majority_class_acc,
                 eot=o.eot,
                 bpda=o.bpda,
                 square_broke_whitebox_survivors=bool(

@@ -83,7 +83,11 @@ def format_flags_banner(records: list[dict[str, Any]]) -> str:
     if not flagged:
         return ""
     bar = "!" * 78
-    lines = [bar, "!! SANITY FLAGS RAISED: these robust accuracies may be overestimated", bar]
+    lines = [
+        bar,
+        "!! SANITY FLAGS RAISED: these robust accuracies may be overestimated or meaningless",
+        bar,
+    ]
     for r in flagged:
         where = f"{r['attack']} {r['threat_model']} {r['norm']} eps={fmt_eps(r['eps'])}"
         lines.append(f"!!   {where}: {', '.join(r['sanity_flags'])}")
