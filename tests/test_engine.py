@@ -181,24 +181,28 @@ def test_rounding_predictor_oblivious_and_plain_gradients_fail_bpda_succeeds():
     assert any("vanishing_gradients" in r["sanity_flags"] for r in records)
 
 
-def test_autoattack_records_count_the_points_each_component_broke():
-    t, f = True, False
+def record_of(attack, clean, adv_correct, **outcome_fields):
+    """The attack record of a one-attack shard with these per-example flags."""
     outcome = AttackOutcome(
-        attack="autoattack",
+        attack=attack,
         threat_model="adaptive",
         norm="linf",
         eps=0.1,
-        spec={"name": "autoattack", "kind": "autoattack"},
+        spec={"name": attack, "kind": attack},
         params={},
-        adv_correct=torch.tensor([f, f, f, t, f]),
-        component_broken={
-            "apgd-ce": torch.tensor([t, f, f, f, f]),
-            "square": torch.tensor([f, t, t, f, f]),
-        },
+        adv_correct=adv_correct,
+        **outcome_fields,
     )
-    clean = torch.tensor([t, t, t, t, f])
-    shard = ShardResult(torch.arange(5), clean, [outcome], {"adaptive": torch.zeros(5, dtype=bool)})
-    record = build_records(shard, META, randomized=False, needs_adaptive=False)[0]
+    zero_grad = {"adaptive": torch.zeros(len(clean), dtype=torch.bool)}
+    shard = ShardResult(torch.arange(len(clean)), clean, [outcome], zero_grad)
+    return build_records(shard, META, randomized=False, needs_adaptive=False)[0]
+
+
+def test_autoattack_records_count_the_points_each_component_broke():
+    t, f = True, False
+    broken = {"apgd-ce": torch.tensor([t, f, f, f, f]), "square": torch.tensor([f, t, t, f, f])}
+    clean, adv = torch.tensor([t, t, t, t, f]), torch.tensor([f, f, f, t, f])
+    record = record_of("autoattack", clean, adv, component_broken=broken)
     assert record["broken_by_component"] == {"apgd-ce": 1, "square": 2}
     assert record["n_clean_correct"] - record["n_robust"] == 3
     assert "square_beats_whitebox" in record["sanity_flags"]
@@ -209,18 +213,7 @@ def test_an_attack_that_changes_nothing_is_not_robust_above_clean():
     clean accuracy under attack; float32 rounding once made 0.126 look larger than 0.126."""
     clean = torch.zeros(1000, dtype=torch.bool)
     clean[:126] = True
-    outcome = AttackOutcome(
-        attack="pgd",
-        threat_model="adaptive",
-        norm="linf",
-        eps=0.3,
-        spec={"name": "pgd", "kind": "pgd"},
-        params={"steps": 20},
-        adv_correct=clean.clone(),
-    )
-    zero_grad = {"adaptive": torch.zeros(1000, dtype=torch.bool)}
-    shard = ShardResult(torch.arange(1000), clean, [outcome], zero_grad)
-    record = build_records(shard, META, randomized=False, needs_adaptive=False)[0]
+    record = record_of("pgd", clean, clean.clone())
     assert record["adv_acc"] == record["clean_acc"] == 0.126
     assert "robust_above_clean" not in record["sanity_flags"]
 
