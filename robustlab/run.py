@@ -42,7 +42,12 @@ from robustlab.training import (
     load_cached,
     same_budget_spec,
 )
-from robustlab.validate import ConfigError, validate_attack_specs, validate_config
+from robustlab.validate import (
+    ConfigError,
+    validate_attack_specs,
+    validate_config,
+    validate_defenses,
+)
 
 
 def inference_configs(cfg: DictConfig) -> list[dict]:
@@ -101,14 +106,13 @@ class Prepared:
 def prepare(cfg: DictConfig) -> Prepared:
     """Every check that can fail on bad input, before anything expensive starts."""
     validate_config(cfg)
+    validate_defenses(cfg)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     specs = resolve_attack_specs(cfg)
     validate_attack_specs(specs)
     inferences = inference_configs(cfg)
-    for name in cfg.eval.get("compare_with") or []:
-        dependency_config(cfg, same_budget_spec(cfg, name))
     datamodule = instantiate(cfg.dataset)
     datamodule.check_files()
     net = instantiate(cfg.model)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 MODES = ("train", "eval")
@@ -79,3 +81,56 @@ def validate_attack_specs(specs: list[dict[str, Any]]) -> None:
         steps = spec.get("steps")
         if steps is not None and int(steps) <= 0:
             raise ConfigError(f"attack {spec['name']}: steps={steps} must be positive")
+
+
+def accepted_parameters(cls: type) -> set[str] | None:
+    """The keyword names ``cls(...)`` accepts along its ``__init__`` chain (each ``**kwargs``
+    handed to the next class in the MRO); None when the chain never closes."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        names |= {p.name for p in params if p.kind in kinds and p.name != "self"}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
+def validate_defenses(cfg: DictConfig) -> None:
+    """The cell's defense and each ``eval.compare_with`` baseline pass ``validate_defense``."""
+    from robustlab.training import dependency_config, same_budget_spec
+
+    validate_defense(cfg)
+    for name in cfg.eval.get("compare_with") or []:
+        validate_defense(
+            dependency_config(cfg, same_budget_spec(cfg, name)), f"compare_with {name}"
+        )
+
+
+def validate_defense(cfg: DictConfig, where: str = "defense") -> None:
+    """Every key of ``cfg.defense`` is a parameter of its class, and every dependency names a
+    defense whose own config passes the same check (an experiment preset made for one defense
+    merges keys another defense does not take)."""
+    from robustlab.training import dependency_config
+
+    target = cfg.defense.get("_target_")
+    accepted = accepted_parameters(get_class(target)) if target else None
+    if accepted is not None:
+        unknown = sorted(set(cfg.defense) - accepted - {"_target_"})
+        if unknown:
+            hint = (
+                "; a preset made for another defense? A baseline beside it: eval.compare_with=[NAME]"
+                if where == "defense"
+                else ""
+            )
+            raise ConfigError(
+                f"{where}: {unknown} are not parameters of defense={cfg.defense.get('name')} "
+                f"({target}; it takes {sorted(accepted - {'net'})}){hint}"
+            )
+    for key, spec in (cfg.defense.get("dependencies") or {}).items():
+        if not spec or not spec.get("defense"):
+            raise ConfigError(f"{where}.dependencies.{key} names no defense (defense: NAME)")
+        validate_defense(dependency_config(cfg, spec), f"{where}.dependencies.{key}")

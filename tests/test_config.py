@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from robustlab.attacks.specs import available_attacks, resolve_attack_specs
 from robustlab.paths import CONF_DIR
-from robustlab.validate import ConfigError, validate_config
+from robustlab.validate import ConfigError, accepted_parameters, validate_config, validate_defenses
 
 GROUPS = ("dataset", "model", "defense", "inference", "trainer", "logger")
 
@@ -32,6 +32,53 @@ def test_every_experiment_composes(compose_cfg, experiment):
     cfg = compose_cfg(f"experiment={experiment}")
     OmegaConf.to_container(cfg, resolve=True)
     resolve_attack_specs(cfg)
+    validate_defenses(cfg)  # its defense, dependencies and compare_with baselines
+
+
+@pytest.mark.parametrize("defense", options("defense"))
+def test_every_defense_config_holds_only_its_class_parameters(compose_cfg, defense):
+    validate_defenses(compose_cfg(f"defense={defense}"))
+
+
+def test_accepted_parameters_follow_the_kwargs_chain():
+    class Base:
+        def __init__(self, a, b=1):
+            pass
+
+    class Child(Base):
+        def __init__(self, *args, c, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    class Open:
+        def __init__(self, **kwargs):
+            pass
+
+    assert accepted_parameters(Child) == {"a", "b", "c"}
+    assert accepted_parameters(Open) is None
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["experiment=miat_quick", "defense=pgd_at"],
+            r"defense: \['dependencies', 'estimator'\] are not parameters of defense=pgd_at .*"
+            r"eval.compare_with",
+        ),
+        (
+            ["experiment=miat_quick", "+defense.dependencies.estimators.overrides.defense.hiden=3"],
+            r"defense.dependencies.estimators: \['hiden'\] are not parameters of "
+            r"defense=miat_estimators",
+        ),
+        (
+            ["experiment=miat_quick", "+defense.dependencies.x.overrides={}"],
+            r"defense.dependencies.x names no defense",
+        ),
+    ],
+)
+def test_keys_a_defense_does_not_take_are_a_one_line_error(compose_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_defenses(compose_cfg(*overrides))
 
 
 @pytest.mark.parametrize(
