@@ -15,7 +15,7 @@ from robustlab.models import (
     WideResNet,
     load_weights,
 )
-from robustlab.models.resnet_cifar import Bottleneck
+from robustlab.models.resnet_cifar import BasicBlock, Bottleneck
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -27,6 +27,7 @@ BUILDERS = {
     "smallcnn": lambda **kw: SmallCNN(**kw),
     "preact_resnet18": lambda **kw: PreActResNet18(**kw),
     "resnet_cifar": lambda **kw: ResNetCIFAR(blocks=[1, 1, 1], widths=[8, 16, 32], **kw),
+    "resnet_basic": lambda **kw: ResNetCIFAR(block="basic", blocks=[1, 1], widths=[8, 16], **kw),
     "wide_resnet": lambda **kw: WideResNet(depth=10, widen_factor=1, **kw),
 }
 CASES = [
@@ -109,6 +110,24 @@ def test_resnet50_cifar_default_size_and_blocks():
     assert net.feature_channels == 1024
 
 
+def test_resnet18_is_the_standard_basic_block_net():
+    net = ResNetCIFAR(
+        name="resnet18",
+        block="basic",
+        blocks=[2, 2, 2, 2],
+        widths=[64, 128, 256, 512],
+        **dataset_kwargs(3, 32),
+    )
+    assert all(isinstance(m, BasicBlock) for m in net.stages) and len(net.stages) == 8
+    assert net.feature_channels == 512
+    assert n_params(net) == 11_173_962  # the usual count of the CIFAR ResNet-18
+
+
+def test_resnet_bad_block_is_one_line():
+    with pytest.raises(ValueError, match=r"block='wide' is not one of \['basic', 'bottleneck'\]"):
+        ResNetCIFAR(block="wide", **dataset_kwargs(3, 32))
+
+
 def test_wide_resnet_bad_depth():
     with pytest.raises(ValueError, match="depth=30") as err:
         WideResNet(**dataset_kwargs(3, 32), depth=30)
@@ -163,6 +182,7 @@ PARAMS = {
     "smallcnn": 151_882,
     "preact_resnet18": 11_172_170,
     "resnet50_cifar": 7_849_546,
+    "resnet18": 11_173_962,
     "wide_resnet": 36_479_194,  # WRN-28-10
     "wrn34_10": 46_160_474,  # the paper's 46.2M
 }
@@ -181,5 +201,12 @@ def test_config_instantiates(file):
 
 
 def test_all_model_configs_present():
-    expected = {"smallcnn", "preact_resnet18", "resnet50_cifar", "wide_resnet", "wrn34_10"}
+    expected = {
+        "smallcnn",
+        "preact_resnet18",
+        "resnet18",
+        "resnet50_cifar",
+        "wide_resnet",
+        "wrn34_10",
+    }
     assert {p.stem for p in CONF.glob("*.yaml")} == expected
