@@ -9,6 +9,8 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from robustlab.training import dependency_config, same_budget_spec
+
 MODES = ("train", "eval")
 
 
@@ -101,8 +103,6 @@ def accepted_parameters(cls: type) -> set[str] | None:
 
 def validate_defenses(cfg: DictConfig) -> None:
     """The cell's defense and each ``eval.compare_with`` baseline pass ``validate_defense``."""
-    from robustlab.training import dependency_config, same_budget_spec
-
     validate_defense(cfg)
     for name in cfg.eval.get("compare_with") or []:
         validate_defense(
@@ -114,8 +114,6 @@ def validate_defense(cfg: DictConfig, where: str = "defense") -> None:
     """Every key of ``cfg.defense`` is a parameter of its class, and every dependency names a
     defense whose own config passes the same check (an experiment preset made for one defense
     merges keys another defense does not take)."""
-    from robustlab.training import dependency_config
-
     target = cfg.defense.get("_target_")
     accepted = accepted_parameters(get_class(target)) if target else None
     if accepted is not None:
