@@ -1,4 +1,4 @@
-"""Writers of tiny, format-true dataset files for the data tests."""
+"""Writers of tiny, format-true dataset files and shared helpers for the data tests."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 import scipy.io
 from PIL import Image
 
+REAL_MNIST = Path(__file__).parents[2] / "shared" / "data" / "mnist"
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -42,6 +44,30 @@ def module_kwargs(**overrides) -> dict:
     )
     kwargs.update(overrides)
     return kwargs
+
+
+def cifar_kwargs(root: Path, classes: int, **overrides) -> dict:
+    """Constructor arguments for 32x32 RGB files (CIFAR, SVHN) under ``root``."""
+    return module_kwargs(
+        root=str(root), val_size=0.2, num_classes=classes, in_channels=3, image_size=32,
+        mean=[0.5] * 3, std=[0.25] * 3, **overrides,
+    )  # fmt: skip
+
+
+def folder_kwargs(root: Path, classes: int = 2, **overrides) -> dict:
+    """Constructor arguments for ``write_image_folder`` output under ``root``."""
+    return module_kwargs(
+        root=str(root), num_classes=classes, in_channels=3, image_size=8, val_size=0.25,
+        mean=[0.5] * 3, std=[0.25] * 3, **overrides,
+    )  # fmt: skip
+
+
+def assert_one_line(err: pytest.ExceptionInfo, *needles: str) -> None:
+    """The exception's message is one line and contains every needle."""
+    message = str(err.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, (needle, message)
 
 
 def idx_bytes(array: np.ndarray, magic: int | None = None, shape: tuple | None = None) -> bytes:

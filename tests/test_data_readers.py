@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +11,10 @@ import scipy.io
 import torch
 from data_fixtures import (
     MNIST_FILES,
+    REAL_MNIST,
+    assert_one_line,
+    cifar_kwargs,
+    folder_kwargs,
     module_kwargs,
     write_cifar,
     write_idx,
@@ -26,19 +29,10 @@ from robustlab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, MNISTDataModule, read
 from robustlab.data.imagefolder import ImageFolderDataModule
 from robustlab.data.svhn import SVHNDataModule, read_svhn_mat
 
-REAL_MNIST = Path(__file__).parents[1] / "../shared/data/mnist"
-
 
 def assert_pixels(x: torch.Tensor, shape: tuple) -> None:
     assert x.dtype == torch.float32 and tuple(x.shape) == shape
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
-
-
-def assert_one_line(err: pytest.ExceptionInfo, *needles: str) -> None:
-    message = str(err.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, (needle, message)
 
 
 # ---- IDX -----------------------------------------------------------------------------------------
@@ -141,13 +135,6 @@ def test_cifar_wrong_key(tmp_path):
     assert_one_line(err, str(path), "fine_labels")
 
 
-def cifar_kwargs(root: Path, classes: int) -> dict:
-    return module_kwargs(
-        root=str(root), val_size=0.2, num_classes=classes, in_channels=3, image_size=32,
-        mean=[0.5] * 3, std=[0.25] * 3,
-    )  # fmt: skip
-
-
 # ---- SVHN ----------------------------------------------------------------------------------------
 def test_svhn_layout_and_label_10(tmp_path):
     root = write_svhn(tmp_path)
@@ -172,13 +159,6 @@ def test_svhn_wrong_layout(tmp_path):
 
 
 # ---- image folder --------------------------------------------------------------------------------
-def folder_kwargs(root: Path, classes: int = 2) -> dict:
-    return module_kwargs(
-        root=str(root), num_classes=classes, in_channels=3, image_size=8, val_size=0.25,
-        mean=[0.5] * 3, std=[0.25] * 3,
-    )  # fmt: skip
-
-
 def test_image_folder(tmp_path):
     dm = ImageFolderDataModule(**folder_kwargs(write_image_folder(tmp_path)))
     dm.setup()
@@ -223,7 +203,7 @@ def test_mnist_prepare_data_from_mirror(tmp_path, monkeypatch):
     monkeypatch.setattr(MNISTDataModule, "mirrors", ("file:///nonexistent/", mirror.as_uri() + "/"))
     monkeypatch.setattr(MNISTDataModule, "resources", resources)
     dm = MNISTDataModule(**module_kwargs(root=str(tmp_path / "data"), download=True))
-    dm.check_files()  # download on: nothing to fail yet
+    dm.check_files()  # download on: fetches the files from the mirror, then checks them
     dm.prepare_data()
     dm.setup()
     assert len(dm.tensors("test")[1]) == 10

@@ -1,23 +1,66 @@
 """ImageDataModule: whole splits held as tensors, batched loading, augmentation after transfer.
 
 Subclasses say which files they read (``expected_files``), how to fetch them (``resources`` from
-``mirrors``, then ``after_download``) and how to read them (``load``); this class does the rest:
-the seeded train/val split, ``train_limit``, dataloaders, ``tensors(split)`` and augmentation.
+``mirrors``, then ``after_download``), how to check them cheaply (``inspect_files``) and how to
+read them (``load``); this class does the rest: argument checks, the seeded train/val split,
+``train_limit``, dataloaders, ``tensors(split)`` and augmentation.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset
 
 from robustlab.data.augment import AUGMENTATIONS, apply_augment
 from robustlab.data.download import download_from_mirrors
 
 SPLITS = ("train", "val", "test")
+
+
+def one_line(err: BaseException) -> str:
+    """``Type: message`` of an exception, squeezed onto one line."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def checked_int(key: str, value: Any, minimum: int, nullable: bool = False) -> int | None:
+    """``value`` as an int >= ``minimum`` (or None if ``nullable``); else one line naming the key."""
+    if nullable and value is None:
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum:
+        return int(value)
+    wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    raise ValueError(f"dataset.{key}={value} must be {wanted}{' or null' if nullable else ''}")
+
+
+def checked_val_size(value: Any) -> float | int:
+    """``dataset.val_size``: a fraction in (0, 1) or a count of images >= 0."""
+    if not isinstance(value, bool):
+        if isinstance(value, numbers.Integral) and value >= 0:
+            return int(value)
+        if isinstance(value, numbers.Real) and 0 < value < 1:
+            return float(value)
+    raise ValueError(
+        f"dataset.val_size={value} must be a fraction in (0, 1) or a count of images >= 0"
+    )
+
+
+def build_datamodule(cfg: Any) -> ImageDataModule:
+    """``instantiate(cfg)``, re-raising a constructor's one-line ValueError or FileNotFoundError
+    itself rather than hydra's multi-line InstantiationException around it."""
+    try:
+        return instantiate(cfg)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError | FileNotFoundError):
+            raise err.__cause__ from None
+        raise
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -52,6 +95,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     resources: tuple[tuple[str, str], ...] = ()  # (file name, md5) fetched into root
     mirrors: tuple[str, ...] = ()  # base URLs tried in order; tests point them at file://
+    download_timeout: float = 60.0  # seconds per URL before the next mirror is tried
 
     def __init__(
         self,
@@ -79,32 +123,27 @@ class ImageDataModule(pl.LightningDataModule):
         super().__init__()
         if augment not in AUGMENTATIONS:
             raise ValueError(
-                f"unknown augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}"
+                f"dataset.augment={augment} is unknown; choose one of {', '.join(AUGMENTATIONS)}"
             )
+        self.in_channels = checked_int("in_channels", in_channels, 1)
         if len(mean) != in_channels or len(std) != in_channels:
             raise ValueError(
-                f"{name}: mean {list(mean)} and std {list(std)} need in_channels={in_channels} values"
+                f"dataset.mean={list(mean)} and dataset.std={list(std)} need "
+                f"dataset.in_channels={in_channels} values each"
             )
-        if val_size < 0:
-            raise ValueError(
-                f"{name}: val_size must be >= 0 (fraction if < 1, else a count), got {val_size}"
-            )
-        if train_limit is not None and train_limit < 1:
-            raise ValueError(f"{name}: train_limit must be null or >= 1, got {train_limit}")
         self.name = name
         self.root = Path(root) if root is not None else None
         self.download = bool(download)
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size)
-        self.val_size = val_size
+        self.batch_size = checked_int("batch_size", batch_size, 1)
+        self.eval_batch_size = checked_int("eval_batch_size", eval_batch_size, 1)
+        self.val_size = checked_val_size(val_size)
         self.split_seed = int(split_seed)
-        self.train_limit = train_limit
-        self.num_workers = int(num_workers)
+        self.train_limit = checked_int("train_limit", train_limit, 1, nullable=True)
+        self.num_workers = checked_int("num_workers", num_workers, 0)
         self.augment = augment
-        self.crop_padding = int(crop_padding)
-        self.in_channels = int(in_channels)
-        self.num_classes = int(num_classes)
-        self.image_size = int(image_size)
+        self.crop_padding = checked_int("crop_padding", crop_padding, 0)
+        self.num_classes = checked_int("num_classes", num_classes, 1)
+        self.image_size = checked_int("image_size", image_size, 1)
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
         self.eps = float(eps)
@@ -119,6 +158,11 @@ class ImageDataModule(pl.LightningDataModule):
 
     def after_download(self) -> None:
         """Hook run after ``resources`` are fetched (e.g. extract an archive)."""
+
+    def inspect_files(self) -> int | None:
+        """Check the (existing) files without loading whole splits, raising one line naming a bad
+        file; return the number of training images (None when unknown)."""
+        return None
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Read ``(x_train, y_train, x_test, y_test)``: x uint8 or float NCHW, y int64."""
@@ -136,9 +180,14 @@ class ImageDataModule(pl.LightningDataModule):
         return [f for f in expected if not (self.root / f).exists()]
 
     def check_files(self) -> None:
-        """Fail early, before training, when files are missing and ``download`` is off."""
-        if not self.download:
-            self._require_files()
+        """Fail in seconds, before training: fetch missing files if ``download`` is on, then check
+        that each file is there and well formed and that ``val_size`` leaves training images."""
+        if self.download:
+            self.prepare_data()
+        self._require_files()
+        n_train = self.inspect_files()
+        if n_train is not None:
+            self.val_count(n_train)
 
     def _require_files(self) -> None:
         missing = self.missing_files()
@@ -159,7 +208,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.root.mkdir(parents=True, exist_ok=True)
         for filename, md5 in self.resources:
             if not (self.root / filename).exists():
-                download_from_mirrors(self.mirrors, filename, self.root, md5)
+                download_from_mirrors(self.mirrors, filename, self.root, md5, self.download_timeout)
         self.after_download()
 
     # ---- splits ---------------------------------------------------------------------------------
@@ -172,11 +221,7 @@ class ImageDataModule(pl.LightningDataModule):
         self._check_tensors(x_train, y_train, "train")
         self._check_tensors(x_test, y_test, "test")
         n = len(y_train)
-        n_val = round(self.val_size * n) if self.val_size < 1 else int(self.val_size)
-        if n_val >= n:
-            raise ValueError(
-                f"{self.name}: val_size={self.val_size} leaves no training images out of {n}"
-            )
+        n_val = self.val_count(n)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = order[:n_val], order[n_val:]
         if self.train_limit is not None:
@@ -187,20 +232,42 @@ class ImageDataModule(pl.LightningDataModule):
             "test": (x_test, y_test),
         }
 
-    def _check_tensors(self, x: torch.Tensor, y: torch.Tensor, split: str) -> None:
+    def val_count(self, n_train: int) -> int:
+        """Images ``val_size`` holds out of ``n_train``; raise if none would be left to train on."""
+        if isinstance(self.val_size, float):
+            n_val = round(self.val_size * n_train)
+        else:
+            n_val = self.val_size
+        if n_val >= n_train:
+            raise ValueError(
+                f"dataset.val_size={self.val_size} leaves no training images: {self.name} has "
+                f"{n_train}; choose a fraction in (0, 1) or a count in [0, {n_train - 1}]"
+            )
+        return n_val
+
+    def check_shape(self, where: str, shape: Sequence[int]) -> None:
+        """Raise unless ``shape`` is (N, in_channels, image_size, image_size)."""
         want = (self.in_channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
+        if len(shape) != 4 or tuple(shape[1:]) != want:
             raise ValueError(
-                f"{self.name} {split}: images have shape {tuple(x.shape)}, but in_channels and "
-                f"image_size expect (N, {', '.join(map(str, want))})"
+                f"{where}: images have shape {tuple(shape)}, but dataset.in_channels and "
+                f"dataset.image_size expect (N, {', '.join(map(str, want))})"
             )
+
+    def check_labels(self, where: str, labels: Any) -> None:
+        """Raise unless every label (a numpy array or tensor) is in [0, num_classes)."""
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(
+                f"{where}: labels span {int(labels.min())}..{int(labels.max())}, outside "
+                f"[0, {self.num_classes}) for dataset.num_classes={self.num_classes}"
+            )
+
+    def _check_tensors(self, x: torch.Tensor, y: torch.Tensor, split: str) -> None:
+        where = f"{self.name} {split}"
+        self.check_shape(where, x.shape)
         if len(x) != len(y):
-            raise ValueError(f"{self.name} {split}: {len(x)} images but {len(y)} labels")
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(
-                f"{self.name} {split}: labels span {int(y.min())}..{int(y.max())}, "
-                f"but num_classes={self.num_classes}"
-            )
+            raise ValueError(f"{where}: {len(x)} images but {len(y)} labels")
+        self.check_labels(where, y)
 
     def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if split not in SPLITS:

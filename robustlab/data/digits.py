@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from robustlab.data.base import ImageDataModule
 
+N_IMAGES = 1797
 TEST_FRACTION = 0.2
 
 
 class DigitsDataModule(ImageDataModule):
     """Digits with a stratified 20% test split seeded by ``split_seed``; val is carved from train."""
+
+    def inspect_files(self) -> int:
+        """No files: the training set size follows from the constants (as train_test_split)."""
+        return N_IMAGES - math.ceil(TEST_FRACTION * N_IMAGES)
 
     def load(self):
         # scikit-learn is imported here so that `import robustlab.data` stays quick.

@@ -13,6 +13,10 @@ from pathlib import Path
 _CHUNK = 1 << 20
 
 
+class DownloadError(FileNotFoundError):
+    """No mirror delivered a file; the message is one line naming the file and every URL tried."""
+
+
 def md5sum(path: str | os.PathLike) -> str:
     """The md5 hex digest of a file, read in chunks."""
     digest = hashlib.md5(usedforsecurity=False)
@@ -50,16 +54,21 @@ def download_and_verify(
     return dest
 
 
-def download_from_mirrors(mirrors: Sequence[str], filename: str, dest_dir: Path, md5: str) -> Path:
+def download_from_mirrors(
+    mirrors: Sequence[str], filename: str, dest_dir: Path, md5: str, timeout: float = 60
+) -> Path:
     """Try ``mirror + filename`` for each mirror in turn; raise one line listing every failure."""
     errors = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename
         try:
-            return download_and_verify(url, dest_dir / filename, md5)
+            return download_and_verify(url, dest_dir / filename, md5, timeout)
         except (OSError, ValueError) as err:
-            errors.append(f"{url}: {err}".replace("\n", " "))
-    raise OSError(f"could not download {filename} into {dest_dir}: " + "; ".join(errors))
+            errors.append(f"{url}: {' '.join(str(err).split())}")
+    raise DownloadError(
+        f"could not download {filename} into {dest_dir}: {'; '.join(errors)}; "
+        "check the network, or put the files there yourself and set dataset.download=false"
+    )
 
 
 def extract_tar(archive: Path, dest_dir: Path) -> None:
