@@ -31,7 +31,21 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
-def check_channels(name: str, in_channels: int, mean: list[float]) -> None:
-    """Fail early, in one line, when the dataset's statistics do not match in_channels."""
+NORMALIZATIONS = ("dataset", "identity")
+
+
+def input_normalize(
+    name: str, normalization: str, in_channels: int, mean: list[float], std: list[float]
+) -> Normalize:
+    """A net's first layer, checked in one line: ``dataset`` normalizes with the dataset's
+    mean/std; ``identity`` (mean 0, std 1) passes raw [0, 1] pixels, as most public checkpoints
+    (RobustBench, AutoAttack's examples) expect."""
     if len(mean) != in_channels:
         raise ValueError(f"{name}: in_channels={in_channels} but mean/std have {len(mean)} entries")
+    if normalization == "dataset":
+        return Normalize(mean, std)
+    if normalization == "identity":
+        return Normalize([0.0] * in_channels, [1.0] * in_channels)
+    raise ValueError(
+        f"{name}: normalization={normalization!r} is not one of {list(NORMALIZATIONS)}"
+    )

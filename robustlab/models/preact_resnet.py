@@ -4,7 +4,7 @@ Deep Residual Networks"): 3x3 stride-1 stem, four stages of two pre-activation b
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.models.normalize import Normalize, check_channels
+from robustlab.models.normalize import input_normalize
 from robustlab.models.preact_trunk import PreActTrunk
 
 
@@ -41,12 +41,12 @@ class PreActResNet18(PreActTrunk):
         image_size: int,
         mean: list[float],
         std: list[float],
+        normalization: str = "dataset",
     ) -> None:
         super().__init__()
-        check_channels(name, in_channels, mean)
+        self.normalize = input_normalize(name, normalization, in_channels, mean, std)
         self.name = name
         self.image_size = image_size  # any size works: the pooling is global
-        self.normalize = Normalize(mean, std)
         self.stem = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         blocks: list[nn.Module] = []
         in_planes = 64

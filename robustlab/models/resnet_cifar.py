@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.models.normalize import Normalize, check_channels
+from robustlab.models.normalize import input_normalize
 
 
 class BasicBlock(nn.Module):
@@ -82,12 +82,13 @@ class ResNetCIFAR(nn.Module):
         image_size: int,
         mean: list[float],
         std: list[float],
+        normalization: str = "dataset",
         blocks: Sequence[int] = (5, 5, 5),
         widths: Sequence[int] = (64, 128, 256),
         block: str = "bottleneck",
     ) -> None:
         super().__init__()
-        check_channels(name, in_channels, mean)
+        self.normalize = input_normalize(name, normalization, in_channels, mean, std)
         if block not in BLOCKS:
             raise ValueError(f"{name}: block={block!r} is not one of {sorted(BLOCKS)}")
         block_cls = BLOCKS[block]
@@ -97,7 +98,6 @@ class ResNetCIFAR(nn.Module):
             )
         self.name = name
         self.image_size = image_size  # any size works: the pooling is global
-        self.normalize = Normalize(mean, std)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
             nn.BatchNorm2d(widths[0]),

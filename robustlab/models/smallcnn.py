@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from robustlab.models.normalize import Normalize, check_channels
+from robustlab.models.normalize import input_normalize
 
 
 class SmallCNN(nn.Module):
@@ -23,14 +23,14 @@ class SmallCNN(nn.Module):
         image_size: int,
         mean: list[float],
         std: list[float],
+        normalization: str = "dataset",
         widths: Sequence[int] = (32, 64),
         hidden: int = 128,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        check_channels(name, in_channels, mean)
+        self.normalize = input_normalize(name, normalization, in_channels, mean, std)
         self.name = name
-        self.normalize = Normalize(mean, std)
         layers: list[nn.Module] = []
         size, channels = image_size, in_channels
         for width in widths:

@@ -5,7 +5,7 @@ dropout between the two convolutions of a block."""
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.models.normalize import Normalize, check_channels
+from robustlab.models.normalize import input_normalize
 from robustlab.models.preact_trunk import PreActTrunk
 
 
@@ -42,6 +42,7 @@ class WideResNet(PreActTrunk):
         image_size: int,
         mean: list[float],
         std: list[float],
+        normalization: str = "dataset",
         depth: int = 28,
         widen_factor: int = 10,
         dropout: float = 0.0,
@@ -51,10 +52,9 @@ class WideResNet(PreActTrunk):
             raise ValueError(
                 f"{name}: depth={depth} is invalid; WRN depth must be 6n+4 (10, 16, 22, 28, 34, ...)"
             )
-        check_channels(name, in_channels, mean)
+        self.normalize = input_normalize(name, normalization, in_channels, mean, std)
         self.name = name
         self.image_size = image_size  # any size works: the pooling is global
-        self.normalize = Normalize(mean, std)
         n = (depth - 4) // 6
         widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.stem = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
