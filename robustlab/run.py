@@ -1,13 +1,13 @@
 """The Hydra entry point: one cell of the pipeline in ../shared/DESIGN.md.
 
-compose cfg -> validate -> seed -> datamodule -> net -> defense (train) or checkpoint (eval)
--> predictor (inference wrapper) -> robust evaluation -> records -> table.
+compose cfg -> plan (every check, before any data is read) -> train through the cache, or load
+``ckpt`` -> evaluate (attacks x inference wrappers x threat models) -> records -> table; then the
+``eval.compare_with`` baselines, trained with the cell's budget, beside it.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -19,138 +19,86 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from robustlab.attacks.callback import RobustEvaluation, split_tensors
-from robustlab.attacks.evaluator import Evaluator
-from robustlab.attacks.specs import resolve_attack_specs
-from robustlab.cache import (
-    checkpoint_path,
-    is_worker_rank,
-    training_lock,
-)
+from robustlab.cache import checkpoint_path, is_worker_rank, training_lock
 from robustlab.config import config_hash
 from robustlab.devices import pin_gpu
+from robustlab.evaluation.callback import RobustEvaluation, split_tensors
+from robustlab.evaluation.evaluator import Evaluator
 from robustlab.loggers import build_loggers
 from robustlab.models.loading import load_weights
-from robustlab.paths import CONF_DIR
+from robustlab.paths import CONF_SEARCH_PATH
+from robustlab.plan import CellPlan, ConfigError, TrainingJob, build_plan
+from robustlab.plugins import add_plugins_from_environment
 from robustlab.results.versions import library_versions
 from robustlab.resume import completed_records, discard_partial, mark_complete
-from robustlab.training import (
-    build_defense,
-    dependency_config,
-    ensure_trained,
-    fit,
-    load_cached,
-    same_budget_spec,
-)
-from robustlab.validate import (
-    ConfigError,
-    validate_attack_specs,
-    validate_config,
-    validate_defenses,
-)
-
-
-def inference_configs(cfg: DictConfig) -> list[dict]:
-    """The primary ``inference`` config plus each of ``eval.inferences`` (by name), deduplicated."""
-    primary = OmegaConf.to_container(cfg.inference, resolve=True)
-    configs = {primary["name"]: primary}
-    valid = sorted(p.stem for p in (CONF_DIR / "inference").glob("*.yaml"))
-    for name in cfg.eval.get("inferences") or []:
-        if name not in valid:
-            raise ConfigError(f"eval.inferences: {name!r} not found; valid inferences: {valid}")
-        root = OmegaConf.create({"dataset": cfg.dataset, "model": cfg.model})
-        root.inference = OmegaConf.load(CONF_DIR / "inference" / f"{name}.yaml")
-        configs.setdefault(name, OmegaConf.to_container(root.inference, resolve=True))
-    return list(configs.values())
-
-
-def build_evaluator(cfg: DictConfig, specs, inferences, datamodule, loggers) -> Evaluator:
-    out = Path(cfg.output_dir)
-    meta = {
-        "run_id": out.name,
-        "config_hash": config_hash(cfg),
-        "dataset": cfg.dataset.name,
-        "model": cfg.model.name,
-        "defense": cfg.defense.name,
-        "seed": int(cfg.seed),
-        "versions": library_versions(),
-    }
-    return Evaluator(
-        specs=specs,
-        inferences=inferences,
-        meta=meta,
-        num_classes=int(cfg.dataset.num_classes),
-        seed=int(cfg.seed),
-        output_dir=out,
-        datamodule=datamodule,
-        n_examples=cfg.eval.n_examples,
-        batch_size=int(cfg.eval.batch_size),
-        threat_models=cfg.eval.threat_models,
-        eot_draws=int(cfg.eval.eot_draws),
-        heavy_on_randomized=bool(cfg.eval.heavy_attacks_on_randomized),
-        natural_shifts=cfg.eval.get("natural_shifts"),
-        loggers=loggers,
-    )
-
-
-@dataclass
-class Prepared:
-    """A validated cell: attack specs, inference configs, datamodule and an untrained net."""
-
-    specs: list[dict]
-    inferences: list[dict]
-    datamodule: pl.LightningDataModule
-    net: torch.nn.Module
-
-
-def prepare(cfg: DictConfig) -> Prepared:
-    """Every check that can fail on bad input, before anything expensive starts."""
-    validate_config(cfg)
-    validate_defenses(cfg)
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    specs = resolve_attack_specs(cfg)
-    validate_attack_specs(specs)
-    inferences = inference_configs(cfg)
-    datamodule = instantiate(cfg.dataset)
-    datamodule.check_files()
-    net = instantiate(cfg.model)
-    if cfg.mode == "eval":
-        load_weights(net, cfg.ckpt)
-    return Prepared(specs, inferences, datamodule, net)
+from robustlab.spellings import check_spellings
+from robustlab.training import build_defense, ensure_trained, fit, load_cached
 
 
 def run(cfg: DictConfig) -> list[dict]:
-    """Run one cell and return its records."""
-    return execute(cfg, prepare(cfg))
+    """Plan and run one cell; return its records."""
+    return execute(build_plan(cfg))
 
 
-def execute(cfg: DictConfig, prepared: Prepared) -> list[dict]:
-    """Train (unless cached or mode=eval) and evaluate an already validated cell."""
-    out = Path(cfg.output_dir)
-    cell_hash = config_hash(cfg)
-    done = completed_records(out, cell_hash)
+def execute(plan: CellPlan) -> list[dict]:
+    """Train (unless cached or mode=eval) and evaluate a planned cell, then its baselines."""
+    out = plan.output_dir
+    done = completed_records(out, plan.cell_hash)
     if done is not None:
         print(f"robustlab: {out} is complete ({len(done)} records); skipping")
         return done
     if not is_worker_rank():
         discard_partial(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    loggers = build_loggers(cfg.logger)
-    datamodule, net = prepared.datamodule, prepared.net
-    evaluator = build_evaluator(cfg, prepared.specs, prepared.inferences, datamodule, loggers)
-
-    if cfg.mode == "eval":
-        records = evaluate_loaded(cfg, evaluator, datamodule, net)
+    (out / "resolved_config.yaml").write_text(OmegaConf.to_yaml(plan.config, resolve=True))
+    if plan.torch_threads:
+        torch.set_num_threads(plan.torch_threads)
+    # the net is initialised from the seed, and training starts from the seed again
+    pl.seed_everything(plan.seed, workers=True, verbose=False)
+    datamodule = instantiate(plan.config.dataset)
+    net = instantiate(plan.config.model)
+    pl.seed_everything(plan.seed, workers=True, verbose=False)
+    loggers = build_loggers(plan.config.logger)
+    evaluator = build_evaluator(plan, datamodule, loggers)
+    if plan.mode == "eval":
+        load_weights(net, plan.ckpt)
+        records = evaluate_loaded(plan.config, evaluator, datamodule, net)
     else:
-        records = train_or_reuse(cfg, evaluator, datamodule, net, loggers)
+        records = train_or_reuse(plan.cell, net, evaluator, datamodule, loggers)
     if records and not is_worker_rank():
-        records += evaluate_baselines(cfg, evaluator, datamodule)
-        mark_complete(out, cell_hash, len(records))
+        for job in plan.baselines:
+            records += evaluate_baseline(job, evaluator, datamodule)
+        mark_complete(out, plan.cell_hash, len(records))
     return records
+
+
+def build_evaluator(plan: CellPlan, datamodule, loggers) -> Evaluator:
+    cfg, ev = plan.config, plan.evaluation
+    meta = {
+        "run_id": plan.output_dir.name,
+        "config_hash": plan.cell_hash,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "defense": cfg.defense.name,
+        "seed": plan.seed,
+        "versions": library_versions(),
+    }
+    return Evaluator(
+        specs=list(ev.attacks),
+        inferences=list(ev.inferences),
+        meta=meta,
+        num_classes=int(cfg.dataset.num_classes),
+        seed=plan.seed,
+        output_dir=plan.output_dir,
+        datamodule=datamodule,
+        n_examples=ev.n_examples,
+        batch_size=ev.batch_size,
+        threat_models=ev.threat_models,
+        eot_draws=ev.eot_draws,
+        heavy_on_randomized=ev.heavy_on_randomized,
+        natural_shifts=list(ev.natural_shifts) if ev.natural_shifts else None,
+        loggers=loggers,
+    )
 
 
 def evaluate_loaded(
@@ -165,18 +113,13 @@ def evaluate_loaded(
     return evaluator.evaluate(net, x, y, defense=defense, meta=meta)
 
 
-def evaluate_baselines(cfg: DictConfig, evaluator: Evaluator, datamodule) -> list[dict]:
-    """``eval.compare_with``: the same cell with another defense, trained (or found) through the
-    cache with the cell's budget (``same_budget_spec``) and evaluated with the same attacks, so
-    the table shows the method beside its baseline."""
-    records = []
-    for name in cfg.eval.get("compare_with") or []:
-        sub = dependency_config(cfg, same_budget_spec(cfg, name))
-        baseline = build_defense(sub, instantiate(sub.model))
-        load_cached(baseline, ensure_trained(sub))
-        meta = {"defense": name, "config_hash": config_hash(sub)}
-        records += evaluate_loaded(sub, evaluator, datamodule, baseline.net, baseline, meta)
-    return records
+def evaluate_baseline(job: TrainingJob, evaluator: Evaluator, datamodule) -> list[dict]:
+    """A ``eval.compare_with`` baseline: trained (or found) through the cache with the cell's
+    budget, evaluated with the same attacks and wrappers, recorded under its own defense name."""
+    baseline = build_defense(job, instantiate(job.config.model))
+    load_cached(baseline, ensure_trained(job))
+    meta = {"defense": job.defense, "config_hash": config_hash(job.config)}
+    return evaluate_loaded(job.config, evaluator, datamodule, baseline.net, baseline, meta)
 
 
 def checkpoint_callbacks(dirpath: Path, monitor: str) -> list[ModelCheckpoint]:
@@ -189,15 +132,18 @@ def checkpoint_callbacks(dirpath: Path, monitor: str) -> list[ModelCheckpoint]:
     return [best, last]
 
 
-def train_or_reuse(cfg: DictConfig, evaluator: Evaluator, datamodule, net, loggers) -> list[dict]:
+def train_or_reuse(
+    job: TrainingJob, net: torch.nn.Module, evaluator: Evaluator, datamodule, loggers
+) -> list[dict]:
     """Reload the cached defense of this training config, or train it once under a lock."""
+    cfg = job.config
     use_cache = bool(cfg.cache.enabled) and not cfg.trainer.get("fast_dev_run")
     cached = checkpoint_path(cfg) if use_cache else None
     lock = training_lock(cached) if cached is not None else None
     if lock is not None:
         lock.acquire()
     try:
-        defense = build_defense(cfg, net)
+        defense = build_defense(job, net)
         if cached is not None and cached.is_file():
             lock.release()
             print(f"robustlab: reusing trained weights {cached}")
@@ -208,7 +154,7 @@ def train_or_reuse(cfg: DictConfig, evaluator: Evaluator, datamodule, net, logge
             evaluator, int(cfg.eval.every_n_val_epochs), int(cfg.eval.val_subset)
         )
         trainer = fit(
-            cfg,
+            job,
             defense,
             datamodule,
             loggers=loggers,
@@ -228,17 +174,23 @@ def fail(err: Exception) -> None:
     sys.exit(2)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_SEARCH_PATH, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     runtime = HydraConfig.get()
     job_num = runtime.job.num if runtime.mode == RunMode.MULTIRUN else None
     pin_gpu(cfg, job_num, torch.cuda.device_count())
     try:
-        prepared = prepare(cfg)
+        plan = build_plan(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         fail(err)
-    execute(cfg, prepared)
+    execute(plan)
 
 
 def main() -> None:
+    """``robustlab ...``: old spellings fail in one line; plugins from ``ROBUSTLAB_PLUGINS``."""
+    try:
+        check_spellings(sys.argv[1:])
+    except ConfigError as err:
+        fail(err)
+    sys.argv[1:] = add_plugins_from_environment(sys.argv[1:])
     _hydra_main()

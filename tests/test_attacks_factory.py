@@ -20,12 +20,13 @@ QUICK = {"steps": 3, "queries": 20, "eot_iter": 2}
 
 
 def spec(name: str, **quick) -> dict:
+    """conf/attack/NAME.yaml (a base config, no defaults list) as a plain dict, named NAME."""
     cfg = OmegaConf.merge(
-        {"dataset": {"eps": 0.1, "eps_l2": 0.5}}, {"a": OmegaConf.load(CONF / f"{name}.yaml")}
+        {"threat": {"eps": 0.1, "eps_l2": 0.5}}, {"a": OmegaConf.load(CONF / f"{name}.yaml")}
     )
     s = OmegaConf.to_container(cfg, resolve=True)["a"]
     s.update({k: v for k, v in quick.items() if k in s})
-    return s
+    return {**s, "name": name}
 
 
 def toy(num_classes: int = 10) -> nn.Module:
@@ -79,11 +80,11 @@ def test_eps_zero_returns_input_without_any_pass():
 
 
 def test_unknown_kind_and_key_raise():
-    with pytest.raises(ValueError, match="'nope'.*valid kinds: fgsm, pgd"):
+    with pytest.raises(ValueError, match=r"'nope'; valid kinds: \['apgd', 'autoattack'"):
         build_attack({"kind": "nope"}, toy(), seed=0, num_classes=10, eps=0.1)
     with pytest.raises(ValueError, match="stepz"):
         build_attack({"kind": "pgd", "stepz": 3}, toy(), seed=0, num_classes=10, eps=0.1)
-    with pytest.raises(ValueError, match="norms"):
+    with pytest.raises(ValueError, match="norm='l2' is not one of"):
         build_attack({"kind": "fgsm", "norm": "l2"}, toy(), seed=0, num_classes=10, eps=0.1)
 
 

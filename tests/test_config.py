@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from robustlab.attacks.specs import available_attacks, resolve_attack_specs
 from robustlab.paths import CONF_DIR
-from robustlab.validate import ConfigError, accepted_parameters, validate_config, validate_defenses
+from robustlab.plan import ConfigError, build_plan
+from robustlab.plan.checks import accepted_parameters
 
-GROUPS = ("dataset", "model", "defense", "inference", "trainer", "logger")
+GROUPS = ("dataset", "model", "defense", "trainer", "logger")
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """The selectable options of a group (bases such as ``_adversarial`` are not)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
@@ -27,17 +28,34 @@ def test_every_group_option_composes_and_resolves(compose_cfg, group, option):
     assert cfg[group] is not None
 
 
+@pytest.mark.parametrize("option", options("inference"))
+def test_every_inference_option_composes_under_its_own_key(compose_cfg, option):
+    cfg = compose_cfg(f"inference=[{option}]")
+    assert list(cfg.inference) == [option] and "_target_" in cfg.inference[option]
+
+
+LOCAL = {"cifar10", "cifar100", "svhn", "imagefolder", "mnist", "fashion_mnist"}
+
+
+def plan_of(compose_cfg, *overrides: str):
+    """The plan of a config whose dataset files may not exist here (checked apart)."""
+    cfg = compose_cfg(*overrides)
+    if cfg.dataset.name in LOCAL:
+        cfg.dataset = compose_cfg().dataset  # digits: no files needed
+        cfg.dataset.eps = compose_cfg(*overrides).dataset.eps
+    return build_plan(cfg)
+
+
 @pytest.mark.parametrize("experiment", options("experiment"))
-def test_every_experiment_composes(compose_cfg, experiment):
-    cfg = compose_cfg(f"experiment={experiment}")
-    OmegaConf.to_container(cfg, resolve=True)
-    resolve_attack_specs(cfg)
-    validate_defenses(cfg)  # its defense, dependencies and compare_with baselines
+def test_every_experiment_plans(compose_cfg, experiment):
+    plan = plan_of(compose_cfg, f"experiment={experiment}")
+    assert plan.evaluation.attacks and plan.evaluation.inferences
 
 
 @pytest.mark.parametrize("defense", options("defense"))
 def test_every_defense_config_holds_only_its_class_parameters(compose_cfg, defense):
-    validate_defenses(compose_cfg(f"defense={defense}"))
+    inference = ["inference=[translation]"] if defense == "translation" else []
+    build_plan(compose_cfg(f"defense={defense}", *inference))
 
 
 def test_accepted_parameters_follow_the_kwargs_chain():
@@ -62,13 +80,11 @@ def test_accepted_parameters_follow_the_kwargs_chain():
     [
         (
             ["experiment=miat_quick", "defense=pgd_at"],
-            r"defense: \['dependencies', 'estimator'\] are not parameters of defense=pgd_at .*"
-            r"eval.compare_with",
+            r"defense: \['dependencies', 'estimator'\] not parameters of PGDAT.*eval.compare_with",
         ),
         (
             ["experiment=miat_quick", "+defense.dependencies.estimators.overrides.defense.hiden=3"],
-            r"defense.dependencies.estimators: \['hiden'\] are not parameters of "
-            r"defense=miat_estimators",
+            r"defense.dependencies.estimators: \['hiden'\] not parameters of MIATEstimators",
         ),
         (
             ["experiment=miat_quick", "+defense.dependencies.x.overrides={}"],
@@ -78,7 +94,7 @@ def test_accepted_parameters_follow_the_kwargs_chain():
 )
 def test_keys_a_defense_does_not_take_are_a_one_line_error(compose_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message):
-        validate_defenses(compose_cfg(*overrides))
+        build_plan(compose_cfg(*overrides))
 
 
 @pytest.mark.parametrize(
@@ -96,19 +112,34 @@ def test_launcher_configs_compose(compose_cfg, launcher):
     assert "_target_" in cfg.hydra.launcher
 
 
-def test_every_attack_resolves_with_eps_lists(compose_cfg):
-    names = available_attacks()
-    cfg = compose_cfg(f"attacks=[{','.join(names)}]", "attack.eps=[0.1,0.2]")
-    specs = resolve_attack_specs(cfg)
-    assert [s["name"] for s in specs] == names
+def test_every_attack_plans_with_a_threat_eps_list(compose_cfg):
+    names = options("attack")
+    cfg = compose_cfg(f"attack=[{','.join(names)}]", "threat.eps=[0.1,0.2]")
+    specs = build_plan(cfg).evaluation.attacks
+    assert [s.name for s in specs] == names
     for spec in specs:
-        assert spec["eps"] == ([0.1, 0.2] if spec["norm"] == "linf" else [1.0])
+        assert spec.eps == ((0.1, 0.2) if spec.norm == "linf" else (1.0,))
 
 
-def test_per_attack_override(compose_cfg):
-    cfg = compose_cfg("attacks=[fgsm,pgd]", "+attack.pgd.steps=77", "attack.steps=5")
-    fgsm, pgd = resolve_attack_specs(cfg)
-    assert pgd["steps"] == 77 and "steps" not in fgsm
+def test_one_attack_is_overridden_natively(compose_cfg):
+    cfg = compose_cfg("attack=[fgsm,pgd,pgd50]", "attack.pgd.steps=77")
+    fgsm, pgd, pgd50 = build_plan(cfg).evaluation.attacks
+    assert (pgd.steps, pgd50.steps, pgd50.step_ratio) == (77, 50, 0.25)
+    assert not hasattr(fgsm, "steps")
+
+
+def test_variants_inherit_through_defaults_lists_and_every_attack_has_a_target():
+    for path in (CONF_DIR / "attack").glob("*.yaml"):
+        text = path.read_text()
+        assert "_target_:" in text and "base:" not in text, path.name
+    assert "- pgd@_here_" in (CONF_DIR / "attack" / "pgd50.yaml").read_text()
+
+
+def test_attack_kinds_are_read_from_the_spec_classes():
+    from robustlab.attacks.kinds import whitebox_kinds
+
+    assert {"fgsm", "pgd", "apgd", "fab", "cw", "eot_pgd"} <= whitebox_kinds()
+    assert "square" not in whitebox_kinds()
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -140,5 +171,5 @@ def test_warmup_covering_every_epoch_is_a_one_line_error(compose_cfg):
     with pytest.raises(
         ConfigError, match=r"warmup_epochs=2 >= trainer.max_epochs=2: the miat loss"
     ):
-        validate_config(compose_cfg("experiment=miat_quick", "trainer.max_epochs=2"))
-    validate_config(compose_cfg("experiment=miat_quick", "trainer.max_epochs=3"))
+        build_plan(compose_cfg("experiment=miat_quick", "trainer.max_epochs=2"))
+    build_plan(compose_cfg("experiment=miat_quick", "trainer.max_epochs=3"))

@@ -22,7 +22,7 @@ def test_ddp_cpu_counts_each_test_example_once(tmp_path):
     common = [
         "dataset.train_limit=128",
         "eval.n_examples=51",
-        "attacks=[fgsm]",
+        "attack=[fgsm]",
         "cache.enabled=false",
         "trainer.enable_progress_bar=false",
         "logger=none",

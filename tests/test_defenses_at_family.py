@@ -21,7 +21,7 @@ from robustlab.defenses.m2at import M2AT
 from robustlab.defenses.mart import mart_loss
 from robustlab.defenses.masks import cutmix_images, mix_labels, mixup_images
 from robustlab.defenses.trades import TRADES, trades_loss
-from robustlab.paths import CONF_DIR
+from robustlab.plan.compose import defense_option
 
 EPS = 0.1
 COMMON = dict(name="t", num_classes=3, optimizer={"name": "sgd", "lr": 0.1}, val_attack=None)
@@ -228,7 +228,7 @@ def test_m2at_fraction_out_of_range_is_an_error():
 @pytest.mark.parametrize("name", ["trades", "mart", "fast_at", "m2at"])
 def test_defense_instantiates_from_its_yaml_and_trains(name):
     cfg = OmegaConf.create({"dataset": {"num_classes": 3, "eps": EPS}})
-    cfg.defense = OmegaConf.load(CONF_DIR / "defense" / f"{name}.yaml")
+    cfg.defense = defense_option(name, "defense")
     net, x, y = _toy()
     defense = instantiate(cfg.defense, net=net, _convert_="all")
     assert defense.name == name and defense.inner.eps == EPS

@@ -7,9 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlab.attacks.engine import AttackOutcome, ShardResult, evaluate_shard, threat_models_for
-from robustlab.attacks.evaluator import Evaluator
-from robustlab.attacks.summary import build_records, merge_shards
+from robustlab.attacks.factory import as_spec
+from robustlab.evaluation.engine import (
+    AttackOutcome,
+    ShardResult,
+    evaluate_shard,
+    threat_models_for,
+)
+from robustlab.evaluation.evaluator import Evaluator
+from robustlab.evaluation.summary import build_records, merge_shards
 from robustlab.inference.base import Predictor
 from robustlab.inference.bpda import bpda
 from robustlab.inference.plain import Plain
@@ -188,7 +194,7 @@ def record_of(attack, clean, adv_correct, **outcome_fields):
         threat_model="adaptive",
         norm="linf",
         eps=0.1,
-        spec={"name": attack, "kind": attack},
+        spec=as_spec({"name": attack, "kind": attack, "eps": 0.1}),
         params={},
         adv_correct=adv_correct,
         **outcome_fields,

@@ -245,7 +245,7 @@ def test_full_chain_trains_classifier_estimators_and_miat(compose_cfg, tmp_path)
         "defense.dependencies.estimators.overrides.trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
         "logger=none",
-        "attacks=[fgsm]",
+        "attack=[fgsm]",
     )
     records = run(cfg)
     cached = sorted(p.name.split("-")[2] for p in (tmp_path / "cache").glob("*.pt"))

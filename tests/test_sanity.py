@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from robustlab.attacks.sanity import apply_sanity_flags
+from robustlab.evaluation.sanity import apply_sanity_flags
 
 
 def rec(attack, acc, eps=0.1, kind=None, steps=10, restarts=1, tm="adaptive", **kw):

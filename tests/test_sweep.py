@@ -23,15 +23,15 @@ TINY = [
     "trainer.max_epochs=1",
     "trainer.enable_progress_bar=false",
     "logger=none",
-    "attacks=[fgsm]",
+    "attack=[fgsm]",
 ]
 
 
 @pytest.mark.parametrize(
     "same",
     [
-        "attacks=[pgd,autoattack]",
-        "attack.eps=[0.1,0.3]",
+        "attack=[pgd,autoattack]",
+        "threat.eps=[0.1,0.3]",
         "inference=mi_ol",
         "eval.n_examples=10",
         "dataset.root=/elsewhere",
@@ -79,7 +79,7 @@ def test_concurrent_cells_train_a_shared_config_once(tmp_path):
     cache = f"cache.dir={tmp_path / 'cache'}"
     procs = [
         subprocess.Popen(
-            [*ROBUSTLAB, *TINY, cache, f"hydra.run.dir={tmp_path / name}", f"attacks=[{attack}]"],
+            [*ROBUSTLAB, *TINY, cache, f"hydra.run.dir={tmp_path / name}", f"attack=[{attack}]"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

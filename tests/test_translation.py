@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -12,11 +10,12 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from robustlab.data.shifts import SHIFTS, apply_shift
 from robustlab.defenses.translation.defense import Translation
 from robustlab.defenses.translation.gate import Gate
 from robustlab.defenses.translation.patchgan import PatchGAN
-from robustlab.defenses.translation.shifts import SHIFTS, apply_shift, shift_records
 from robustlab.defenses.translation.unet import UNet
+from robustlab.evaluation.natural import shift_records
 from robustlab.inference.translation import TranslationPredictor
 
 
@@ -37,7 +36,7 @@ def random_translator() -> UNet:
 
 
 def predictor(gate: Gate, translator: nn.Module, net: nn.Module) -> TranslationPredictor:
-    return TranslationPredictor(net, SimpleNamespace(translator=translator, gate=gate)).eval()
+    return TranslationPredictor(net, translator=translator, gate=gate).eval()
 
 
 def test_identity_translator_leaves_predictions_unchanged():

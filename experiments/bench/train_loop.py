@@ -17,15 +17,15 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from robustlab.defenses.adversarial import PGDAT
 from robustlab.defenses.erm import ERM
 from robustlab.defenses.inner import InnerAttack, pgd
 from robustlab.models.smallcnn import SmallCNN
 from robustlab.modes import eval_mode
-from robustlab.paths import CONF_DIR
+from robustlab.paths import CONF_PACKAGE
 
 MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
 OPT = {"name": "adam", "lr": 1e-3}
@@ -33,7 +33,8 @@ OPT = {"name": "adam", "lr": 1e-3}
 
 def datamodule(name: str):
     """The project's own dataset config (conf/dataset/NAME.yaml), all training images, no val."""
-    cfg = OmegaConf.load(CONF_DIR / "dataset" / f"{name}.yaml")
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"dataset={name}"]).dataset
     cfg.val_size, cfg.root = 0.0, str(MNIST) if name == "mnist" else None
     return instantiate(cfg)
 

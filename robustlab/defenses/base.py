@@ -23,7 +23,13 @@ from robustlab.modes import eval_mode
 
 
 class DefenseModule(pl.LightningModule):
-    """Base class: ``net`` maps pixel-space [0,1] NCHW inputs to logits."""
+    """Base class: ``net`` maps pixel-space [0,1] NCHW inputs to logits.
+
+    ``parts`` names the trained submodules besides ``net`` that an inference wrapper may take
+    (e.g. the translation defense's ``translator`` and ``gate``).
+    """
+
+    parts: tuple[str, ...] = ()
 
     def __init__(
         self,

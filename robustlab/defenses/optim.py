@@ -10,6 +10,26 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "multistep", "cosine", "onecycle")
 
 
+def check_optimizer(where: str, optimizer: Any, scheduler: Any) -> None:
+    """One-line ValueError for a bad optimizer or schedule config, before training starts."""
+    if optimizer is None:
+        return
+    name = optimizer.get("name", "sgd")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"{where}.optimizer.name={name!r} is not one of {list(OPTIMIZERS)}")
+    for key in ("lr", "weight_decay", "momentum"):
+        value = optimizer.get(key)
+        if value is None and key != "lr":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"{where}.optimizer.{key}={value!r} must be a number >= 0")
+    if optimizer["lr"] == 0:
+        raise ValueError(f"{where}.optimizer.lr=0 would never train: give a positive number")
+    schedule = (scheduler or {}).get("name", "none")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"{where}.scheduler.name={schedule!r} is not one of {list(SCHEDULES)}")
+
+
 def build_optimizer(params, cfg: dict[str, Any]) -> torch.optim.Optimizer:
     """``cfg``: name (sgd | adam | adamw), lr, weight_decay, and momentum/nesterov for SGD."""
     name = cfg.get("name", "sgd")

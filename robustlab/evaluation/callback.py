@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from robustlab.attacks.evaluator import Evaluator
+from robustlab.evaluation.evaluator import Evaluator
 
 
 def split_tensors(datamodule, split: str) -> tuple[torch.Tensor, torch.Tensor]:

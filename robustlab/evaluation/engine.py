@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from robustlab.attacks.adaptive import EOT, adaptive_model
 from robustlab.attacks.costs import count_passes
-from robustlab.attacks.factory import build_attack
+from robustlab.attacks.factory import as_spec, build_attack
+from robustlab.attacks.kinds import AttackSpec
 from robustlab.inference.base import Predictor
 from robustlab.modes import eval_mode
 
@@ -41,7 +42,7 @@ class AttackOutcome:
     threat_model: str
     norm: str
     eps: float
-    spec: dict[str, Any]
+    spec: AttackSpec
     params: dict[str, Any]
     adv_correct: torch.Tensor
     forward_rows: int = 0
@@ -74,14 +75,13 @@ def threat_models_for(predictor: Predictor, setting: Any) -> list[str]:
 
 
 def crafting_model(
-    predictor: Predictor, threat_model: str, eot_draws: int, spec: dict[str, Any]
+    predictor: Predictor, threat_model: str, eot_draws: int, spec: AttackSpec
 ) -> tuple[nn.Module, Callable[[], AbstractContextManager], bool, bool]:
     """(model to craft on, context factory, uses EOT, uses BPDA) for a threat model."""
     if threat_model == "oblivious":
         return predictor.net, nullcontext, False, False
-    native_eot = int(spec.get("eot_iter") or 1) > 1
-    model, ctx = adaptive_model(predictor, eot_draws, native_eot)
-    eot = isinstance(model, EOT) or (predictor.randomized and native_eot)
+    model, ctx = adaptive_model(predictor, eot_draws, spec.native_eot)
+    eot = isinstance(model, EOT) or (predictor.randomized and spec.native_eot)
     return model, ctx, eot, not predictor.differentiable
 
 
@@ -114,7 +114,7 @@ def evaluate_shard(
     x: torch.Tensor,
     y: torch.Tensor,
     indices: torch.Tensor,
-    specs: list[dict[str, Any]],
+    specs: list[AttackSpec | dict[str, Any]],
     *,
     num_classes: int,
     seed: int,
@@ -130,13 +130,14 @@ def evaluate_shard(
     randomized predictor, where EOT multiplies their cost; the skip is printed, and the missing
     records show as empty cells in the report rather than as numbers.
     """
+    specs = [as_spec(s) for s in specs]
     chosen = threat_models_for(predictor, threat_models)
     if predictor.randomized and not heavy_on_randomized:
-        skipped = [s["name"] for s in specs if s.get("heavy")]
+        skipped = [s.name for s in specs if s.heavy]
         if skipped:
             print(f"robustlab: not running {skipped} on randomized {predictor.name} (heavy)")
-        specs = [s for s in specs if not s.get("heavy")]
-    jobs = [(tm, spec, eps) for tm in chosen for spec in specs for eps in spec["eps"]]
+        specs = [s for s in specs if not s.heavy]
+    jobs = [(tm, spec, eps) for tm in chosen for spec in specs for eps in spec.eps]
     outcomes, zero_grad = [], {}
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), eval_mode(predictor):
@@ -144,7 +145,7 @@ def evaluate_shard(
         clean_correct = predict_correct(predictor, x, y, batch_size)
         bar = tqdm(jobs, desc="robust eval", disable=not progress, leave=False)
         for tm, spec, eps in bar:
-            bar.set_postfix_str(f"{spec['name']} {tm} eps={eps:g}")
+            bar.set_postfix_str(f"{spec.name} {tm} eps={eps:g}")
             model, ctx, eot, bpda = crafting_model(predictor, tm, eot_draws, spec)
             if tm not in zero_grad:
                 zero_grad[tm] = zero_gradient_mask(model, ctx, x, y, batch_size)
@@ -160,14 +161,14 @@ def evaluate_shard(
             adv_correct = predict_correct(predictor, torch.cat(adv), y, batch_size)
             outcomes.append(
                 AttackOutcome(
-                    attack=spec["name"],
+                    attack=spec.name,
                     threat_model=tm,
-                    norm=spec.get("norm", "linf"),
+                    norm=spec.norm,
                     eps=float(eps),
                     spec=spec,
                     params={
                         **getattr(runner, "params", {}),
-                        **({"eot_draws": eot_draws} if eot and not spec.get("eot_iter") else {}),
+                        **({"eot_draws": eot_draws} if eot and not spec.native_eot else {}),
                     },
                     adv_correct=adv_correct.cpu(),
                     forward_rows=counter.forward_rows,

@@ -13,8 +13,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from robustlab.attacks.engine import ShardResult, evaluate_shard
-from robustlab.attacks.summary import build_records, merge_shards
+from robustlab.attacks.kinds import AttackSpec
+from robustlab.evaluation.engine import ShardResult, evaluate_shard
+from robustlab.evaluation.natural import shift_records
+from robustlab.evaluation.summary import build_records, merge_shards
 from robustlab.inference.build import build_predictor
 from robustlab.modes import eval_mode
 from robustlab.results.record import now_iso
@@ -42,7 +44,7 @@ class Evaluator:
     same trained net and evaluated with every attack, its records carrying its own ``inference``.
     """
 
-    specs: list[dict[str, Any]]
+    specs: list[AttackSpec]
     inferences: list[dict[str, Any]]
     meta: dict[str, Any]
     num_classes: int
@@ -118,8 +120,6 @@ class Evaluator:
     def _shift_records(self, predictor, net, x, y, meta) -> list[dict[str, Any]]:
         """Natural shifts (darker, sharper, noise) at ``natural_shifts`` severities, reported like
         attacks (threat model ``natural``); rank 0 evaluates the whole split."""
-        from robustlab.defenses.translation.shifts import shift_records
-
         with eval_mode(predictor), torch.no_grad():
             records = shift_records(
                 predictor, net, x, y, meta, list(self.natural_shifts), None, self.batch_size

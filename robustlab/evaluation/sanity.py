@@ -6,8 +6,9 @@ Flags:
   predictor: above the upper end of the clean accuracy's 95% interval, so draw noise is not flagged);
 - ``not_decreasing_in_eps``: a larger eps gave higher robust accuracy (same attack, threat model);
 - ``more_steps_higher_acc``: more steps or restarts gave higher robust accuracy (same kind, eps);
-- ``square_beats_whitebox``: the black-box Square attack found more than every white-box attack,
-  or broke points that survived AutoAttack's white-box components;
+- ``square_beats_whitebox``: the black-box Square attack found more than every white-box attack
+  (the kinds whose spec says ``whitebox``, read from ``robustlab.attacks.kinds``), or broke points
+  that survived AutoAttack's white-box components;
 - ``vanishing_gradients``: input gradients are zero on a share of examples;
 - ``randomized_without_eot``: a randomized predictor attacked white-box without EOT;
 - ``oblivious_only``: a randomized or preprocessing predictor evaluated with no adaptive attack;
@@ -21,8 +22,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from robustlab.attacks.kinds import whitebox_kinds
+
 VANISHING_SHARE = 0.05
-WHITEBOX_KINDS = ("fgsm", "pgd", "pgd_l2", "cw", "apgd_ce", "apgd_dlr", "apgd_t", "fab", "eot_pgd")
 
 
 def _add(record: dict[str, Any], flag: str) -> None:
@@ -73,8 +75,9 @@ def apply_sanity_flags(records: list[dict[str, Any]], needs_adaptive: bool) -> N
     by_ball = defaultdict(list)
     for r in attacks:
         by_ball[(r["threat_model"], r["norm"], r["eps"])].append(r)
+    whitebox = whitebox_kinds()
     for group in by_ball.values():
-        white = [r["robust_acc"] for r in group if r["attack_params"].get("kind") in WHITEBOX_KINDS]
+        white = [r["robust_acc"] for r in group if r["attack_params"].get("kind") in whitebox]
         for r in group:
             if (
                 r["attack_params"].get("kind") == "square"

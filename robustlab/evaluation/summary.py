@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from robustlab.attacks.engine import ShardResult
-from robustlab.attacks.sanity import apply_sanity_flags
+from robustlab.evaluation.engine import ShardResult
+from robustlab.evaluation.sanity import apply_sanity_flags
 from robustlab.results.record import WORST_CASE, now_iso, record_from_counts
 
 ALL_THREAT_MODELS = "all"
@@ -94,7 +94,7 @@ def build_records(
                 o.eps,
                 robust,
                 kind="attack",
-                attack_params={**o.params, "kind": o.spec.get("kind", o.attack)},
+                attack_params={**o.params, "kind": o.spec.kind},
                 forward_passes=o.forward_rows / n,
                 backward_passes=o.backward_rows / n,
                 wall_seconds=o.wall_seconds,

@@ -23,7 +23,7 @@ from robustlab.inference.bpda import bpda
 
 
 class TranslationPredictor(Predictor):
-    """``defense.gate`` and ``defense.translator`` (from ``defense=translation``) + ``net``."""
+    """``gate`` and ``translator`` (the parts ``defense=translation`` trains) + ``net``."""
 
     randomized = False
     differentiable = False
@@ -31,15 +31,16 @@ class TranslationPredictor(Predictor):
     def __init__(
         self,
         net: nn.Module,
-        defense: nn.Module,
+        translator: nn.Module,
+        gate: nn.Module,
         name: str = "translation",
         bpda_temperature: float = 0.1,
     ):
         super().__init__(net, name)
         if bpda_temperature <= 0:
             raise ValueError(f"translation bpda_temperature={bpda_temperature} must be > 0")
-        self.translator = defense.translator
-        self.gate = defense.gate
+        self.translator = translator
+        self.gate = gate
         self.bpda_temperature = bpda_temperature
         self.last_flags: torch.Tensor | None = None
 

@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.attacks.factory import build_attack
+from robustlab.data.shifts import MAX_SEVERITY, SHIFTS, check_shift_names
 from robustlab.defenses.base import DefenseModule
 from robustlab.defenses.inner import pgd
 from robustlab.defenses.optim import build_optimizer
 from robustlab.defenses.translation.gate import Gate
 from robustlab.defenses.translation.patchgan import PatchGAN
-from robustlab.defenses.translation.shifts import MAX_SEVERITY, SHIFTS, check_shift_names
 from robustlab.defenses.translation.unet import UNet
 from robustlab.models.loading import load_weights
 from robustlab.modes import eval_mode
@@ -42,6 +42,8 @@ SOURCES = ("adversarial", "natural")
 
 class Translation(DefenseModule):
     """Trains translator (+ PatchGAN, + detector gate) for a frozen classifier ``net``."""
+
+    parts = ("translator", "gate")
 
     def __init__(
         self,

@@ -1,0 +1,111 @@
+"""``build_plan``: the composed config -> a checked, typed ``CellPlan``.
+
+Every check that can fail on bad input runs here, cheap ones first, then the dataset files are
+opened and checked, then (``mode=eval``) the checkpoint is fitted to the model; nothing is trained
+or evaluated. Training jobs of dependencies (``defense.dependencies``) and baselines
+(``eval.compare_with``) are composed by Hydra (``robustlab.plan.compose``) and checked the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from robustlab.config import config_hash
+from robustlab.models.loading import load_weights
+from robustlab.plan import checks
+from robustlab.plan.compose import job_config, same_budget_overrides
+from robustlab.plan.errors import ConfigError
+from robustlab.plan.jobs import CellPlan, EvaluationJob, TrainingJob
+
+
+def build_plan(cfg: DictConfig) -> CellPlan:
+    """Check ``cfg`` and turn it into the plan of its cell (ConfigError: one line)."""
+    checks.check_run(cfg)
+    checks.check_eval(cfg)
+    checks.check_model(cfg)
+    cell = training_job(cfg, "defense")
+    defense_cls = checks.defense_class("defense", cfg.defense)
+    attacks = checks.attack_specs(cfg)
+    inferences = checks.inference_configs(cfg, defense_cls)
+    baselines = tuple(
+        training_job(job_config(cfg, name, same_budget_overrides(cfg, name, where), where), where)
+        for where, name in (
+            (f"eval.compare_with[{i}]", name) for i, name in enumerate(cfg.eval.compare_with or [])
+        )
+    )
+    check_dataset(cfg)
+    ckpt = Path(cfg.ckpt) if cfg.mode == "eval" else None
+    if ckpt is not None:
+        check_checkpoint(cfg, ckpt)
+    ev = cfg.eval
+    evaluation = EvaluationJob(
+        attacks=attacks,
+        inferences=inferences,
+        threat_models=checks.threat_models(ev.threat_models),
+        n_examples=ev.get("n_examples"),
+        batch_size=ev.batch_size,
+        eot_draws=ev.eot_draws,
+        heavy_on_randomized=ev.heavy_attacks_on_randomized,
+        natural_shifts=checks.natural_shifts(ev.get("natural_shifts")),
+        every_n_val_epochs=ev.every_n_val_epochs,
+        val_subset=ev.val_subset,
+    )
+    return CellPlan(
+        mode=cfg.mode,
+        seed=cfg.seed,
+        torch_threads=cfg.get("torch_threads"),
+        output_dir=Path(cfg.output_dir),
+        cell_hash=config_hash(cfg),
+        ckpt=ckpt,
+        cell=cell,
+        baselines=baselines,
+        evaluation=evaluation,
+        config=cfg,
+    )
+
+
+def training_job(cfg: DictConfig, where: str) -> TrainingJob:
+    """The job of ``cfg.defense`` and, recursively, of each of its dependencies."""
+    checks.check_defense(where, cfg.defense)
+    deps = []
+    # resolved in the parent's context: ${defense.optimizer} is the parent defense's optimizer
+    specs = OmegaConf.to_container(cfg.defense, resolve=True).get("dependencies") or {}
+    for key, spec in specs.items():
+        dep_where = f"{where}.dependencies.{key}"
+        if not spec or not spec.get("defense"):
+            raise ConfigError(f"{dep_where} names no defense (defense: NAME)")
+        sub = job_config(cfg, spec["defense"], spec.get("overrides"), dep_where)
+        deps.append((key, training_job(sub, dep_where)))
+    return TrainingJob(defense=cfg.defense.name, config=cfg, dependencies=tuple(deps))
+
+
+def construct(node: DictConfig, where: str, **kwargs):
+    """``instantiate(node)`` with a constructor's ValueError as one line naming ``where``."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        raise ConfigError(f"{where}: {str(cause).splitlines()[0]}") from None
+
+
+def check_dataset(cfg: DictConfig) -> None:
+    """Build the datamodule (its argument checks) and open and check its files."""
+    datamodule = construct(cfg.dataset, "dataset")
+    try:
+        datamodule.check_files()
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def check_checkpoint(cfg: DictConfig, ckpt: Path) -> None:
+    """``mode=eval``: the checkpoint exists and fits the model."""
+    if not ckpt.is_file():
+        raise ConfigError(f"ckpt={ckpt} does not exist or is not a file")
+    try:
+        load_weights(construct(cfg.model, "model"), ckpt)
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err).splitlines()[0]) from None

@@ -1,0 +1,41 @@
+"""Behaviour is pinned: a small cell (mixup + MI-OL, four attacks, a compare_with baseline) writes
+the records it wrote before the plan/config-group refactor, field for field (only ids, timestamps
+and wall seconds may differ). tests/fixtures/pinned_cell_records.json came from the old code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from robustlab.run import run
+
+VOLATILE = {"run_id", "started", "finished", "wall_seconds", "versions", "config_hash"}
+FIXTURE = Path(__file__).parent / "fixtures" / "pinned_cell_records.json"
+CELL = (
+    "defense=mixup",
+    "trainer.max_epochs=2",
+    "dataset.train_limit=400",
+    "attack=[fgsm,pgd,apgd_ce,square]",
+    "attack.pgd.steps=5",
+    "attack.apgd_ce.steps=5",
+    "attack.square.queries=50",
+    "inference=[plain,mi_ol]",
+    "eval.eot_draws=2",
+    "eval.n_examples=40",
+    "eval.compare_with=[erm]",
+    "torch_threads=1",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+)
+
+
+def test_small_cell_writes_the_pinned_records(compose_cfg, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        records = run(compose_cfg(f"cache.dir={tmp_path / 'cache'}", *CELL))
+    finally:
+        torch.set_num_threads(threads)
+    got = [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
+    assert got == json.loads(FIXTURE.read_text())
