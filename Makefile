@@ -41,8 +41,8 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check robustlab tests experiments
-	$(VENV)/bin/ruff format --check robustlab tests experiments
+	$(VENV)/bin/ruff check robustlab tests experiments examples
+	$(VENV)/bin/ruff format --check robustlab tests experiments examples
 
 bench: $(STAMP)
 	$(PY) experiments/bench/train_loop.py

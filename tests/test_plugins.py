@@ -47,7 +47,9 @@ def test_plugin_defense_and_attack_run_from_outside_the_checkout(tmp_path):
         env={"ROBUSTLAB_PLUGINS": str(plugin)},
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    records = [json.loads(line) for line in (work / "out" / "records.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (work / "out" / "records.jsonl").read_text().splitlines()
+    ]
     assert {r["defense"] for r in records} == {"label_smoothing"}
     assert {r["attack"] for r in records} == {"fgsm", "noise", "worst_case"}
     noise = next(r for r in records if r["attack"] == "noise")

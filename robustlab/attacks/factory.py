@@ -11,8 +11,8 @@ cross-entropy, DLR and margin losses give the same result on both.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 import dataclasses
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
