@@ -16,6 +16,7 @@ def test_every_package_folder_has_an_init():
 
 def test_the_config_tree_is_a_package_found_by_its_module_name():
     import robustlab.conf
+
     from robustlab.paths import CONF_DIR
 
     assert Path(robustlab.conf.__file__).parent == CONF_DIR == ROOT / "conf"
