@@ -11,7 +11,6 @@ cross-entropy, DLR and margin losses give the same result on both.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -92,12 +91,8 @@ def as_spec(spec: AttackSpec | Mapping[str, Any]) -> AttackSpec:
     target = params.pop("_target_", None)
     cls = get_class(target) if target else spec_class(params.pop("kind", None))
     params.pop("kind", None)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - fields)
-    if unknown:
-        raise ValueError(f"attack kind {cls.kind!r} has no parameter(s) {unknown}")
     params.setdefault("eps", 0.0)  # the caller's eps is passed to build_attack
-    return cls(**params)
+    return cls.from_params(params)
 
 
 def build_attack(

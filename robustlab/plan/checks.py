@@ -3,7 +3,6 @@ while the plan is built: before any data is read or any training starts."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -178,16 +177,9 @@ def attack_specs(cfg: DictConfig) -> tuple[AttackSpec, ...]:
         cls = target_class(f"attack.{name}", spec_cfg, choose)
         if not (isinstance(cls, type) and issubclass(cls, AttackSpec)):
             raise ConfigError(f"attack.{name}._target_ must name an AttackSpec subclass")
-        fields = {f.name for f in dataclasses.fields(cls)}
         params = {k: v for k, v in _plain(spec_cfg).items() if k != "_target_"}
-        unknown = sorted(set(params) - fields)
-        if unknown:
-            raise ConfigError(
-                f"attack.{name}: {unknown} not parameters of attack kind {cls.kind}; "
-                f"it takes {sorted(fields - {'name'})}"
-            )
         try:
-            specs.append(cls(**{**params, "name": name}))
+            specs.append(cls.from_params({**params, "name": name}))
         except (TypeError, ValueError) as err:
             raise ConfigError(str(err).splitlines()[0]) from None
     return tuple(specs)

@@ -73,6 +73,19 @@ class AttackSpec:
         set_(self, "eps", eps)
         self.check_positive("restarts")
 
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> AttackSpec:
+        """The spec of these config values; a key the kind lacks is a one-line ValueError."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - fields)
+        if unknown:
+            name = params.get("name") or cls.kind
+            raise ValueError(
+                f"attack.{name}: {unknown} not parameters of attack kind {cls.kind}; "
+                f"it takes {sorted(fields - {'name'})}"
+            )
+        return cls(**params)
+
     def check_positive(self, *keys: str) -> None:
         """Each of ``keys`` must be a positive integer (steps, restarts, queries...)."""
         for key in keys:
