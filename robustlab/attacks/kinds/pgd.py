@@ -26,12 +26,16 @@ class PGDSpec(AttackSpec):
 
     def craft(self, model, p, num_classes):
         resolve_step_size(p)
+        atk = self.torchattacks_attack(model, p)
+        return restarted(plain(atk, p["targeted"], num_classes), model, p["restarts"])
+
+    def torchattacks_attack(self, model, p):
+        """The torchattacks PGD of these effective parameters (step size resolved)."""
         cls = PGD if p["norm"] == "linf" else PGDL2
-        atk = cls(
+        return cls(
             model,
             eps=p["eps"],
             alpha=p["step_size"],
             steps=p["steps"],
             random_start=p["random_start"],
         )
-        return restarted(plain(atk, p["targeted"], num_classes), model, p["restarts"])
