@@ -7,7 +7,13 @@ import pytest
 
 from robustlab.cache import training_key
 from robustlab.plan import ConfigError, build_plan
-from robustlab.plan.compose import BUDGET_KEYS, defense_option, job_config, same_budget_overrides
+from robustlab.plan.compose import (
+    BUDGET_KEYS,
+    baseline_config,
+    defense_option,
+    job_config,
+    same_budget_overrides,
+)
 
 
 def test_a_derived_defense_gets_its_parents_keys(compose_cfg):
@@ -41,9 +47,9 @@ def test_baseline_takes_the_cells_budget_keys(compose_cfg):
 
 def test_baseline_keeps_its_own_value_of_keys_it_does_not_define(compose_cfg):
     cfg = compose_cfg("defense=miat", "defense.warmup_epochs=3")
-    overrides = same_budget_overrides(cfg, "erm", "test")
+    overrides = same_budget_overrides(cfg, defense_option("erm", "test"))
     assert set(overrides["defense"]) == {"optimizer", "scheduler"} < set(BUDGET_KEYS)
-    sub = job_config(cfg, "erm", overrides, "test")
+    sub = baseline_config(cfg, "erm", "test")
     assert "inner" not in sub.defense and "warmup_epochs" not in sub.defense
 
 

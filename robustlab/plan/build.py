@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from robustlab.config import config_hash
 from robustlab.models.loading import load_weights
 from robustlab.plan import checks
-from robustlab.plan.compose import job_config, same_budget_overrides
+from robustlab.plan.compose import baseline_config, job_config
 from robustlab.plan.errors import ConfigError
 from robustlab.plan.jobs import CellPlan, EvaluationJob, TrainingJob
 
@@ -31,11 +31,10 @@ def build_plan(cfg: DictConfig) -> CellPlan:
     defense_cls = checks.defense_class("defense", cfg.defense)
     attacks = checks.attack_specs(cfg)
     inferences = checks.inference_configs(cfg, defense_cls)
+    wheres = [f"eval.compare_with[{i}]" for i in range(len(cfg.eval.compare_with or []))]
     baselines = tuple(
-        training_job(job_config(cfg, name, same_budget_overrides(cfg, name, where), where), where)
-        for where, name in (
-            (f"eval.compare_with[{i}]", name) for i, name in enumerate(cfg.eval.compare_with or [])
-        )
+        training_job(baseline_config(cfg, name, where), where)
+        for where, name in zip(wheres, cfg.eval.compare_with or [])
     )
     check_dataset(cfg)
     ckpt = Path(cfg.ckpt) if cfg.mode == "eval" else None

@@ -57,21 +57,33 @@ def defense_option(name: str, where: str) -> dict[str, Any]:
 def job_config(
     parent: DictConfig, name: str, overrides: Mapping[str, Any] | None, where: str
 ) -> DictConfig:
-    """The parent cell's config with ``defense=name`` (+ ``overrides``), writing its Lightning
-    files under the parent's ``dependencies/NAME``."""
+    """The parent cell's config with ``defense=name`` (+ ``overrides``): a dependency's."""
+    return _with_defense(parent, name, defense_option(name, where), overrides)
+
+
+def baseline_config(cell: DictConfig, name: str, where: str) -> DictConfig:
+    """Baseline ``name`` of ``eval.compare_with`` with the cell's values of BUDGET_KEYS (those
+    both define), e.g. PGD-AT with MIAT's optimizer, schedule and warm-up."""
+    baseline = defense_option(name, where)
+    return _with_defense(cell, name, baseline, same_budget_overrides(cell, baseline))
+
+
+def same_budget_overrides(cell: DictConfig, baseline: Mapping[str, Any]) -> dict[str, Any]:
+    """The cell's values of the BUDGET_KEYS that the composed ``baseline`` defense also has."""
+    own = OmegaConf.to_container(cell.defense, resolve=True)
+    return {"defense": {key: own[key] for key in BUDGET_KEYS if key in own and key in baseline}}
+
+
+def _with_defense(
+    parent: DictConfig, name: str, defense: dict[str, Any], overrides: Mapping[str, Any] | None
+) -> DictConfig:
+    """``parent`` with ``defense`` (+ ``overrides``), its Lightning files under the parent's
+    ``dependencies/NAME``."""
     sub = OmegaConf.to_container(parent, resolve=False)
     sub.pop("hydra", None)
-    sub["defense"] = defense_option(name, where)
+    sub["defense"] = defense
     sub["output_dir"] = str(Path(parent.output_dir) / "dependencies" / name)
     sub_cfg = OmegaConf.create(sub)
     for key, value in (overrides or {}).items():
         OmegaConf.update(sub_cfg, key, value, merge=True)
     return sub_cfg
-
-
-def same_budget_overrides(cell: DictConfig, name: str, where: str) -> dict[str, Any]:
-    """Overrides giving baseline ``name`` the cell's values of BUDGET_KEYS (those both define),
-    e.g. PGD-AT with MIAT's optimizer, schedule and warm-up."""
-    baseline = defense_option(name, where)
-    own = OmegaConf.to_container(cell.defense, resolve=True)
-    return {"defense": {key: own[key] for key in BUDGET_KEYS if key in own and key in baseline}}
