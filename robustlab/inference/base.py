@@ -5,7 +5,9 @@ It declares, for the attacks that evaluate it:
 
 - ``randomized``: its output depends on fresh randomness on every forward (attacks use EOT);
 - ``differentiable``: False when a part of it has no useful gradient (attacks use BPDA);
-- ``output``: ``"logits"`` or ``"log_probs"`` (both are valid inputs to cross-entropy-style losses).
+- ``output``: ``"logits"`` or ``"log_probs"`` (both are valid inputs to cross-entropy-style losses);
+- ``expects_training``: the defenses whose nets it is designed for (empty: any net); evaluating
+  it on a net trained otherwise is said on stderr and in the records.
 
 Non-differentiable parts call ``robustlab.inference.bpda.bpda`` when ``self.use_bpda`` is True;
 the adaptive threat model switches it on with ``with predictor.bpda_enabled(): ...``.
@@ -27,6 +29,7 @@ class Predictor(nn.Module):
     randomized: bool = False
     differentiable: bool = True
     output: str = "logits"
+    expects_training: tuple[str, ...] = ()
 
     def __init__(self, net: nn.Module, name: str | None = None):
         super().__init__()

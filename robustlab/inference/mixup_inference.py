@@ -37,6 +37,7 @@ class MixupInference(Predictor):
     randomized = True
     differentiable = True
     output = "log_probs"
+    expects_training = ("mixup", "interpolated_at")  # MI assumes a net trained on mixes
 
     def __init__(
         self,
