@@ -79,7 +79,7 @@ def build_evaluator(plan: CellPlan, datamodule, loggers) -> Evaluator:
         "config_hash": plan.cell_hash,
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
-        "defense": cfg.defense.name,
+        "defense": plan.recorded_defense,
         "seed": plan.seed,
         "versions": library_versions(),
     }

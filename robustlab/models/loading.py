@@ -69,16 +69,22 @@ def _one_line(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _state_dict(path: Path) -> dict:
+def read_checkpoint(path: Path, caller: str = "load_weights") -> object:
+    """The object saved in `path`, read on the CPU without unpickling code (weights_only); a
+    missing or unreadable file is one line naming `caller` and the path."""
     if not path.is_file():
-        raise FileNotFoundError(f"load_weights: no checkpoint file at {path}")
+        raise FileNotFoundError(f"{caller}: no checkpoint file at {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(
-            f"load_weights: cannot read {path} as a torch checkpoint "
+            f"{caller}: cannot read {path} as a torch checkpoint "
             f"({type(err).__name__}: {_one_line(err)})"
         ) from err
+
+
+def _state_dict(path: Path) -> dict:
+    obj = read_checkpoint(path)
     if isinstance(obj, dict):
         obj = next((obj[k] for k in CONTAINERS if isinstance(obj.get(k), dict)), obj)
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -1,21 +1,24 @@
 """``build_plan``: the composed config -> a checked, typed ``CellPlan``.
 
-Every check that can fail on bad input runs here, cheap ones first, then the dataset files are
-opened and checked, then (``mode=eval``) the checkpoint is fitted to the model; nothing is trained
-or evaluated. Training jobs of dependencies (``defense.dependencies``) and baselines
-(``eval.compare_with``) are composed by Hydra (``robustlab.plan.compose``) and checked the same way.
+Every check that can fail on bad input runs here, cheap ones first, then (``mode=eval``) the
+defense the checkpoint was trained with is read against the one named, then the dataset files are
+opened and checked, then the checkpoint is fitted to the model; nothing is trained or evaluated.
+Training jobs of dependencies (``defense.dependencies``) and baselines (``eval.compare_with``) are
+composed by Hydra (``robustlab.plan.compose``) and checked the same way.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from robustlab.config import config_hash
 from robustlab.models.loading import load_weights
+from robustlab.models.provenance import checkpoint_defense
 from robustlab.plan import checks
 from robustlab.plan.compose import baseline_config, job_config
 from robustlab.plan.errors import ConfigError
@@ -36,8 +39,9 @@ def build_plan(cfg: DictConfig) -> CellPlan:
         training_job(baseline_config(cfg, name, where), where)
         for where, name in zip(wheres, cfg.eval.compare_with or [])
     )
-    check_dataset(cfg)
     ckpt = Path(cfg.ckpt) if cfg.mode == "eval" else None
+    recorded = cfg.defense.name if ckpt is None else evaluated_defense(ckpt, named_defense(cfg))
+    check_dataset(cfg)
     if ckpt is not None:
         check_checkpoint(cfg, ckpt)
     ev = cfg.eval
@@ -64,6 +68,7 @@ def build_plan(cfg: DictConfig) -> CellPlan:
         baselines=baselines,
         evaluation=evaluation,
         config=cfg,
+        recorded_defense=recorded,
     )
 
 
@@ -100,10 +105,46 @@ def check_dataset(cfg: DictConfig) -> None:
         raise ConfigError(str(err).splitlines()[0]) from None
 
 
-def check_checkpoint(cfg: DictConfig, ckpt: Path) -> None:
-    """``mode=eval``: the checkpoint exists and fits the model."""
+def named_defense(cfg: DictConfig) -> str | None:
+    """The defense the user named: ``cfg.defense.name`` if the command line selects it
+    (``defense=X``), None if it is only the config's default. Outside a Hydra run (the compose API,
+    library use) the overrides are unknown and the composed defense counts as named."""
+    if not HydraConfig.initialized():
+        return cfg.defense.name
+    for override in HydraConfig.get().overrides.task:
+        key, sep, _ = override.partition("=")
+        if sep and key.lstrip("+") == "defense":
+            return cfg.defense.name
+    return None
+
+
+def evaluated_defense(ckpt: Path, named: str | None) -> str:
+    """``mode=eval``: the defense the records carry. The checkpoint's own defense, which a named
+    different one contradicts (ConfigError); for a checkpoint that names none (a plain state_dict,
+    a third-party file), the named one or ``external``."""
+    check_exists(ckpt)
+    try:
+        trained = checkpoint_defense(ckpt)
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+    if trained is None:
+        return named or "external"
+    if named is not None and named != trained:
+        raise ConfigError(
+            f"ckpt={ckpt} was trained with defense={trained}, not defense={named}: "
+            f"drop defense= or pass defense={trained}"
+        )
+    return trained
+
+
+def check_exists(ckpt: Path) -> None:
     if not ckpt.is_file():
         raise ConfigError(f"ckpt={ckpt} does not exist or is not a file")
+
+
+def check_checkpoint(cfg: DictConfig, ckpt: Path) -> None:
+    """``mode=eval``: the checkpoint exists and fits the model."""
+    check_exists(ckpt)
     try:
         load_weights(construct(cfg.model, "model"), ckpt)
     except (ValueError, FileNotFoundError) as err:

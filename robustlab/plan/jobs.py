@@ -60,3 +60,6 @@ class CellPlan:
     baselines: tuple[TrainingJob, ...]
     evaluation: EvaluationJob
     config: DictConfig
+    # the defense the records carry: cfg.defense.name when training; with mode=eval, the one the
+    # checkpoint was trained with, else the one named by defense=, else "external"
+    recorded_defense: str
