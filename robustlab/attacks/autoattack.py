@@ -3,8 +3,10 @@
 ``standard``: APGD-CE, APGD-T (targeted DLR, 9 targets), FAB-T (9 targets), Square (5000 queries,
 p_init 0.8), each with 100 iterations and 1 restart, run in that order on the points still robust;
 a point counts as robust only if it survives all four. ``rand`` (randomized defenses): APGD-CE and
-APGD-DLR with EOT over 20 draws. Success is judged on the model the attack crafts on, with one
-forward pass, as the reference does.
+APGD-DLR with EOT over 20 draws. Success is judged on the model the attack crafts on: with one
+forward pass for a deterministic model, as the reference does; for a randomized one on several
+fresh draws (:mod:`robustlab.attacks.selection`), where the reference's single evaluation lets a
+lucky draw pick the adversarial point (open in fra31/auto-attack since 2024).
 
 Where torchattacks 3.5.1 departs from the reference (fra31/auto-attack) and what is done here:
 
@@ -33,6 +35,8 @@ from torch import nn
 from torchattacks import APGD, APGDT, FAB, Square
 from torchattacks.attack import Attack
 
+from robustlab.attacks.selection import correct_counts
+
 REFERENCE = {
     "steps": 100,
     "queries": 5000,
@@ -43,11 +47,6 @@ REFERENCE = {
     "eot_iter": 20,
 }
 TORCHATTACKS_NORM = {"linf": "Linf", "l2": "L2"}
-
-
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(x).argmax(1)
 
 
 class AutoAttack:
@@ -142,20 +141,24 @@ class AutoAttack:
         self.last_component_success: dict[str, torch.Tensor] = {}
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+        """Each part runs on the points still robust (right on some draw); a point keeps the
+        candidate the model is right on least often; a part is credited with the points it broke
+        (wrong on every draw)."""
         x_adv = x.clone()
-        robust = _predict(self.model, x) == y
+        best = correct_counts(self.model, x, y)
         success = {}
         for name, atk in self.components.items():
-            success[name] = torch.zeros_like(robust)
-            idx = robust.nonzero().flatten()
+            success[name] = torch.zeros_like(best, dtype=torch.bool)
+            idx = best.nonzero().flatten()
             if idx.numel() == 0:
                 continue
             atk.seed, atk.device = seed, x.device
             cand = atk.forward(x[idx], y[idx])
-            broken = _predict(self.model, cand) != y[idx]
-            hit = idx[broken]
-            x_adv[hit] = cand[broken]
-            robust[hit] = False
-            success[name][hit] = True
+            counts = correct_counts(self.model, cand, y[idx])
+            better = counts < best[idx]
+            hit = idx[better]
+            x_adv[hit] = cand[better]
+            best[hit] = counts[better]
+            success[name][hit] = best[hit] == 0  # points in play were right on some draw
         self.last_component_success = success
         return x_adv

@@ -13,6 +13,7 @@ from torch import nn
 from torchattacks.attack import Attack
 
 from robustlab.attacks.rng import random_targets
+from robustlab.attacks.selection import correct_counts
 
 Craft = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
@@ -32,25 +33,23 @@ def plain(atk: Attack, targets: bool, num_classes: int) -> Craft:
 
 
 def restarted(craft: Craft, model: nn.Module, restarts: int) -> Craft:
-    """Rerun ``craft`` on the points still robust, keeping each point's first success."""
+    """Rerun ``craft`` on the points still robust; per point keep the candidate ``model`` is right
+    on least often (:mod:`robustlab.attacks.selection`: one forward for a deterministic model)."""
     if restarts == 1:
         return craft
 
-    def broken(x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return model(x_adv).argmax(1) != y
-
     def run(x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
         x_adv = craft(x, y, seed)
-        robust = ~broken(x_adv, y)
+        best = correct_counts(model, x_adv, y)
         for _ in range(restarts - 1):
-            idx = robust.nonzero().flatten()
+            idx = best.nonzero().flatten()
             if idx.numel() == 0:
                 break
             cand = craft(x[idx], y[idx], seed)
-            hit = broken(cand, y[idx])
-            x_adv[idx[hit]] = cand[hit]
-            robust[idx[hit]] = False
+            counts = correct_counts(model, cand, y[idx])
+            better = counts < best[idx]
+            x_adv[idx[better]] = cand[better]
+            best[idx[better]] = counts[better]
         return x_adv
 
     return run
