@@ -117,10 +117,10 @@ def test_lam_one_is_the_bare_model(mode):
 def test_batched_equals_looped_and_chunking_changes_nothing():
     mi, x = _mi("combined", threshold=0.05), _x()
     partners = mi.draw_partners(x, mi.net(x))
-    batched = mi._forward_fixed(x, partners)
+    batched = mi._forward_fixed(x, partners)[:, 0]
     torch.testing.assert_close(batched, mi._forward_looped(x, partners))
     mi.chunk_size = 7
-    torch.testing.assert_close(mi._forward_fixed(x, partners), batched)
+    torch.testing.assert_close(mi._forward_fixed(x, partners)[:, 0], batched)
 
 
 def test_output_is_log_probabilities_with_gradients():
@@ -130,6 +130,7 @@ def test_output_is_log_probabilities_with_gradients():
     (grad,) = torch.autograd.grad(out[:, 0].sum(), x)
     assert grad.abs().sum() > 0
     assert mi.randomized and mi.differentiable and mi.output == "log_probs"
+    assert not _mi("combined").differentiable  # its gap switch is attacked through BPDA
 
 
 def test_fresh_partners_every_forward_and_seeded_reproducibility():
@@ -145,13 +146,59 @@ def test_combined_routes_each_example_by_the_gap():
     mi, x = _mi("combined"), _x()
     logits = mi.net(x)
     partners = mi.draw_partners(x, logits)
-    pl = mi._mix_batched(x, partners["pl"], mi.lam["pl"])
-    ol = mi._mix_batched(x, partners["ol"], mi.lam["ol"])
+    pl = mi._mix_batched(x, partners["pl"], mi.lam["pl"], 1)[:, 0]
+    ol = mi._mix_batched(x, partners["ol"], mi.lam["ol"], 1)[:, 0]
     gap = logits.softmax(1).amax(1) - pl.exp().amax(1)
     assert gap.unique().numel() > 1
     for threshold in (float("inf"), float("-inf"), gap.median().item()):
         mi.threshold = threshold
         below = (gap < threshold)[:, None]
-        out = mi._forward_fixed(x, partners, logits)
+        out = mi._forward_fixed(x, partners, logits)[:, 0]
         torch.testing.assert_close(out, torch.where(below, pl, ol))
     assert below.any() and not below.all()
+
+
+@pytest.mark.parametrize("mode", ["pl", "ol", "combined"])
+def test_batched_draws_are_independent_single_draws(mode):
+    """D draws in one batched forward give, draw by draw, what D single forwards give on the
+    same partners: EOT in one forward is the same expectation."""
+    mi, x, draws = _mi(mode, n_pl=3, n_ol=4, threshold=0.05), _x(), 5
+    logits = mi.net(x)
+    partners = mi.draw_partners(x, logits, draws)
+    per_draw = mi._forward_fixed(x, partners, logits, draws)
+    assert per_draw.shape == (6, draws, C)
+    for d in range(draws):
+        one = {b: p.view(6, draws, -1, *p.shape[2:])[:, d] for b, p in partners.items()}
+        torch.testing.assert_close(per_draw[:, d], mi._forward_looped(x, one))
+
+
+def test_eot_runs_the_net_on_x_once_per_gradient():
+    from robustlab.attacks.adaptive import EOT
+    from robustlab.attacks.costs import count_passes
+
+    mi, x = _mi("ol", n_ol=4), _x()
+    with count_passes(mi.net) as counter:
+        out = EOT(mi, 7)(x)
+    assert counter.forward_rows == 6 + 6 * 7 * 4  # F(x) once, then every mix of every draw
+    torch.testing.assert_close(out.exp().sum(1), torch.ones(6))
+
+
+def test_combined_under_bpda_keeps_its_value_and_attacks_the_switch():
+    """Forward value: the hard switch. Gradient: the smooth blend's, which reaches the gap
+    detector (a plain forward's gradient only follows the branch an example sits in)."""
+    mi, x = _mi("combined", threshold=0.05), _x().requires_grad_(True)
+    logits = mi.net(x)
+    partners = mi.draw_partners(x, logits)
+    hard = mi._forward_fixed(x, partners, logits)
+    with mi.bpda_enabled():
+        soft = mi._forward_fixed(x, partners, logits)
+    torch.testing.assert_close(soft, hard)
+    (g_hard,) = torch.autograd.grad(hard[..., 0].sum(), x, retain_graph=True)
+    (g_soft,) = torch.autograd.grad(soft[..., 0].sum(), x, retain_graph=True)
+    assert not torch.allclose(g_hard, g_soft)
+    pl = mi._mix_batched(x, partners["pl"], mi.lam["pl"], 1)
+    ol = mi._mix_batched(x, partners["ol"], mi.lam["ol"], 1)
+    gap = logits.softmax(1).amax(1)[:, None] - pl.exp().amax(2)
+    share = torch.sigmoid((mi.threshold - gap) / mi.bpda_temperature)[..., None]
+    (g_blend,) = torch.autograd.grad((share * pl + (1 - share) * ol)[..., 0].sum(), x)
+    torch.testing.assert_close(g_soft, g_blend)

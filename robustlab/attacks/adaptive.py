@@ -18,10 +18,16 @@ from torch import nn
 
 
 class EOT(nn.Module):
-    """``log(mean_k softmax(predictor(x)))`` over ``draws`` independent forwards (log-probs)."""
+    """``log(mean_k softmax(predictor(x)))`` over ``draws`` independent forwards (log-probs).
+
+    A predictor that can compute the expectation in one batched forward offers
+    ``expected_log_probs(x, draws)`` (Mixup Inference does); others are drawn one forward at a
+    time, since a batch of copies of ``x`` need not give independent draws.
+    """
 
     output = "log_probs"
     randomized = True
+    expectation = True  # already an average over draws: attacks judge it on one forward
 
     def __init__(self, predictor: nn.Module, draws: int):
         super().__init__()
@@ -31,6 +37,9 @@ class EOT(nn.Module):
         self.differentiable = getattr(predictor, "differentiable", True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batched = getattr(self.predictor, "expected_log_probs", None)
+        if batched is not None:
+            return batched(x, self.draws)
         logp = torch.stack([self.predictor(x).log_softmax(-1) for _ in range(self.draws)])
         return logp.logsumexp(0) - math.log(self.draws)
 

@@ -9,11 +9,25 @@ pool (:mod:`robustlab.inference.pool`), drawn fresh on every forward:
 - ``combined``: MI-PL (n_pl, lam_pl) acts as a detector: gap = max softmax F(x) - max MI-PL
   average; gap < threshold -> the MI-PL output, else MI-OL (n_ol, lam_ol), per example.
 
-The output is log F_MI(x) (log-probabilities). Gradients flow through the averaged softmax, so an
-adaptive EOT attack (Tramer et al. 2020) differentiates the whole randomized pipeline; y_hat only
-picks partners, so no BPDA is needed. All N mixes of a batch go through the net as one batched
-forward, in chunks of ``chunk_size`` rows (bounding memory without gradients; under autograd the
-activations of every chunk are kept for the backward pass).
+The output is log F_MI(x) (log-probabilities). All N mixes of a batch go through the net as one
+batched forward, in chunks of ``chunk_size`` rows (bounding memory without gradients; under
+autograd the activations of every chunk are kept for the backward pass).
+
+What the adaptive attack does, and why (Tramer, Carlini, Brendel, Madry, "On Adaptive Attacks to
+Adversarial Example Defenses", NeurIPS 2020, sec. on Mixup Inference):
+
+- MI-PL and MI-OL: EOT over the partners. Gradients flow through the averaged softmax, so the
+  attack differentiates the whole randomized pipeline; y_hat only picks partners (no BPDA).
+  ``expected_log_probs(x, draws)`` is the EOT expectation in one batched forward: D draws of N
+  partners are D*N mixes, and F(x), which picks the partner classes, runs once, not D times.
+- MI-Combined: the hard per-example switch at the gap threshold has no gradient, so an attack on
+  the plain forward only pushes the branch an example currently sits in and never moves it
+  across the detector (measured: weaker than transfer from the bare net). The predictor declares
+  ``differentiable = False``; under BPDA (the adaptive threat model) the switch keeps its hard
+  forward value, and its gradient is that of the smooth surrogate
+  ``s * MI-PL + (1 - s) * MI-OL``, ``s = sigmoid((threshold - gap) / bpda_temperature)``: both
+  branches and the detector's gap (through F(x) and the MI-PL mixes) are attacked, with EOT over
+  the partners of both branches (each draw has its own gap and switch).
 """
 
 from __future__ import annotations
@@ -55,6 +69,7 @@ class MixupInference(Predictor):
         pool_seed: int = 0,
         chunk_size: int = 2048,
         pool_dataset: Any = None,
+        bpda_temperature: float = 0.05,
     ):
         super().__init__(net, name or f"mi_{mode}")
         if mode not in MODES:
@@ -62,6 +77,8 @@ class MixupInference(Predictor):
         for key, lam in (("lam_pl", lam_pl), ("lam_ol", lam_ol)):
             if not 0.0 <= lam <= 1.0:
                 raise ValueError(f"{key}={lam} is outside [0, 1]")
+        if bpda_temperature <= 0:
+            raise ValueError(f"bpda_temperature={bpda_temperature} must be > 0")
         for key, n in (("n_pl", n_pl), ("n_ol", n_ol), ("chunk_size", chunk_size)):
             if n < 1:
                 raise ValueError(f"{key}={n} must be >= 1")
@@ -70,17 +87,28 @@ class MixupInference(Predictor):
                 f"pool=other has foreign labels: only mode=ol can use it, not {mode!r}"
             )
         self.mode, self.threshold, self.chunk_size = mode, threshold, chunk_size
+        self.bpda_temperature = bpda_temperature
+        self.differentiable = mode != "combined"  # the gap switch: BPDA surrogate (docstring)
         self.lam = {"pl": lam_pl, "ol": lam_ol}
         self.n = {"pl": n_pl, "ol": n_ol}
         self.branches = ("pl", "ol") if mode == "combined" else (mode,)
         self.pool = build_pool(datamodule, pool, pool_size, pool_seed, pool_dataset)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x)
-        return self._forward_fixed(x, self.draw_partners(x, logits), logits)
+        return self.expected_log_probs(x, draws=1)
 
-    def draw_partners(self, x: torch.Tensor, logits: torch.Tensor) -> Partners:
-        """Fresh partner images for each branch, following the PL/OL class rules."""
+    def expected_log_probs(self, x: torch.Tensor, draws: int) -> torch.Tensor:
+        """log of the mean of F_MI(x) over ``draws`` independent partner draws, in one batched
+        forward (the EOT expectation; ``draws=1`` is the forward)."""
+        logits = self.net(x)
+        per_draw = self._forward_fixed(x, self.draw_partners(x, logits, draws), logits, draws)
+        if draws == 1:
+            return per_draw[:, 0]
+        return per_draw.logsumexp(1) - math.log(draws)
+
+    def draw_partners(self, x: torch.Tensor, logits: torch.Tensor, draws: int = 1) -> Partners:
+        """Fresh partner images for each branch, following the PL/OL class rules: per example
+        ``draws * n`` partners, draw after draw."""
         if self.pool.images.device != x.device:
             self.pool.to(x.device)
         if self.pool.images.shape[1:] != x.shape[1:]:
@@ -93,7 +121,7 @@ class MixupInference(Predictor):
             self.pool.require_classes(num_classes)
         partners = {}
         for branch in self.branches:
-            n = self.n[branch]
+            n = self.n[branch] * draws
             if self.pool.source == "other":
                 classes = any_classes(self.pool, len(x), n, x.device)
             elif branch == "pl":
@@ -104,29 +132,45 @@ class MixupInference(Predictor):
         return partners
 
     def _forward_fixed(
-        self, x: torch.Tensor, partners: Partners, logits: torch.Tensor | None = None, looped=False
+        self,
+        x: torch.Tensor,
+        partners: Partners,
+        logits: torch.Tensor | None = None,
+        draws: int = 1,
+        looped: bool = False,
     ) -> torch.Tensor:
-        """log F_MI(x) for given partners; ``looped`` uses the per-draw reference path."""
-        mix = self._mix_looped if looped else self._mix_batched
-        logp = {b: mix(x, partners[b], self.lam[b]) for b in self.branches}
+        """log F_MI(x) per draw, (B, draws, C), for given partners; ``looped`` uses the per-mix
+        reference path (one draw)."""
+        if looped:
+            logp = {b: self._mix_looped(x, partners[b], self.lam[b]) for b in self.branches}
+        else:
+            logp = {b: self._mix_batched(x, partners[b], self.lam[b], draws) for b in self.branches}
         if self.mode != "combined":
             return logp[self.mode]
         logits = self.net(x) if logits is None else logits
-        gap = logits.softmax(1).amax(1) - logp["pl"].exp().amax(1)
-        return torch.where((gap < self.threshold)[:, None], logp["pl"], logp["ol"])
+        gap = logits.softmax(1).amax(1)[:, None] - logp["pl"].exp().amax(2)
+        routed = torch.where((gap < self.threshold)[..., None], logp["pl"], logp["ol"])
+        if not self.use_bpda:
+            return routed
+        share_pl = torch.sigmoid((self.threshold - gap) / self.bpda_temperature)[..., None]
+        smooth = share_pl * logp["pl"] + (1 - share_pl) * logp["ol"]
+        return routed.detach() + smooth - smooth.detach()
 
     def _forward_looped(self, x: torch.Tensor, partners: Partners) -> torch.Tensor:
-        """Reference: one net forward per draw (tests compare it with the batched path)."""
-        return self._forward_fixed(x, partners, looped=True)
+        """Reference: one net forward per mix (tests compare it with the batched path)."""
+        return self._forward_fixed(x, partners, looped=True)[:, 0]
 
-    def _mix_batched(self, x: torch.Tensor, partners: torch.Tensor, lam: float) -> torch.Tensor:
-        """All B*N mixes as one batch, run through the net in chunks of ``chunk_size`` rows."""
-        b, n = partners.shape[:2]
+    def _mix_batched(
+        self, x: torch.Tensor, partners: torch.Tensor, lam: float, draws: int
+    ) -> torch.Tensor:
+        """All B*draws*N mixes as one batch, through the net in chunks of ``chunk_size`` rows;
+        the average over each draw's N mixes, (B, draws, C)."""
+        b, n = partners.shape[0], partners.shape[1] // draws
         mixed = (lam * x[:, None] + (1 - lam) * partners).flatten(0, 1)
         logp = torch.cat([self.net(c).log_softmax(1) for c in mixed.split(self.chunk_size)])
-        return logp.view(b, n, -1).logsumexp(1) - math.log(n)
+        return logp.view(b, draws, n, -1).logsumexp(2) - math.log(n)
 
     def _mix_looped(self, x: torch.Tensor, partners: torch.Tensor, lam: float) -> torch.Tensor:
         n = partners.shape[1]
         logp = [self.net(lam * x + (1 - lam) * partners[:, k]).log_softmax(1) for k in range(n)]
-        return torch.stack(logp, 1).logsumexp(1) - math.log(n)
+        return (torch.stack(logp, 1).logsumexp(1) - math.log(n))[:, None]
