@@ -95,6 +95,8 @@ def build_evaluator(plan: CellPlan, datamodule, loggers) -> Evaluator:
         batch_size=ev.batch_size,
         threat_models=ev.threat_models,
         eot_draws=ev.eot_draws,
+        score_draws=ev.score_draws,
+        transfer_floor=ev.transfer_floor,
         heavy_on_randomized=ev.heavy_on_randomized,
         natural_shifts=list(ev.natural_shifts) if ev.natural_shifts else None,
         loggers=loggers,

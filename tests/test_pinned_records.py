@@ -1,6 +1,9 @@
 """Behaviour is pinned: a small cell (mixup + MI-OL, four attacks, a compare_with baseline) writes
 the records it wrote before the plan/config-group refactor, field for field (only ids, timestamps
-and wall seconds may differ). tests/fixtures/pinned_cell_records.json came from the old code."""
+and wall seconds may differ). tests/fixtures/pinned_cell_records.json came from the old code; its
+MI-OL records were regenerated once when randomized predictors began to be scored on k draws
+(one-draw, majority-of-k, worst-of-k), batched EOT and the transfer floor (the plain records did
+not change)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ def rec(attack, acc, eps=0.1, kind=None, steps=10, restarts=1, tm="adaptive", **
         "adv_acc": acc,
         "robust_acc": acc,
         "zero_grad_share": 0.0,
+        "backward_passes": 10.0,
         "randomized": False,
         "eot": False,
         "attack_params": {"kind": kind or attack, "steps": steps, "restarts": restarts},

@@ -8,6 +8,17 @@ Threat models (see ../shared/DESIGN.md):
 An example is robust to an attack only if it is correct when clean AND on its adversarial example
 (the AutoAttack convention). Everything runs inside a forked RNG seeded from the cell's seed, so
 the caller's global generator is left as it was and reruns give identical flags.
+
+Scoring a randomized predictor: every input (clean or adversarial) is scored on ``score_draws``
+fresh draws, kept per example as a (n, k) matrix from which the records derive one-draw,
+worst-of-k and majority-of-k accuracies; a deterministic predictor is scored once (k = 1).
+
+The transfer floor: when a predictor is evaluated under both threat models, the adaptive verdict
+of an example keeps the oblivious (transfer) adversarial example as a candidate. Per example the
+candidate right on fewer of the k draws wins, on the very draws that scored the oblivious record,
+so an adaptive record can never count a point robust that transfer broke: an adaptive attacker
+weaker than transfer is a broken attacker (Tramer, Carlini, Brendel, Madry, "On Adaptive Attacks
+to Adversarial Example Defenses", NeurIPS 2020), and its raw number is still recorded.
 """
 
 from __future__ import annotations
@@ -44,7 +55,9 @@ class AttackOutcome:
     eps: float
     spec: AttackSpec
     params: dict[str, Any]
-    adv_correct: torch.Tensor
+    adv_correct: torch.Tensor  # (n, k): right on each scoring draw (the verdict, floor applied)
+    own_correct: torch.Tensor | None = None  # adaptive with a floor: its own candidates' draws
+    from_transfer: torch.Tensor | None = None  # adaptive with a floor: the transfer candidate won
     forward_rows: int = 0
     backward_rows: int = 0
     wall_seconds: float = 0.0
@@ -58,7 +71,7 @@ class ShardResult:
     """Everything the records need from one shard of the test split."""
 
     indices: torch.Tensor
-    clean_correct: torch.Tensor
+    clean_correct: torch.Tensor  # (n, k): right on each scoring draw of the clean input
     outcomes: list[AttackOutcome]
     zero_grad: dict[str, torch.Tensor]
 
@@ -91,8 +104,22 @@ def _batches(n: int, size: int):
 
 
 @torch.no_grad()
-def predict_correct(predictor: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int):
-    return torch.cat([predictor(x[s]).argmax(1) == y[s] for s in _batches(len(x), batch_size)])
+def score(predictor: Predictor, x: torch.Tensor, y: torch.Tensor, draws: int, batch_size: int):
+    """(n, k) bool: right on each of k fresh draws (k = ``draws`` if randomized, else 1)."""
+    k = draws if predictor.randomized else 1
+    return torch.cat(
+        [
+            torch.stack([predictor(x[s]).argmax(1) == y[s] for _ in range(k)], dim=1)
+            for s in _batches(len(x), batch_size)
+        ]
+    )
+
+
+def transfer_floor(own: torch.Tensor, transfer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example the candidate right on fewer draws (ties: the adaptive one); returns the
+    verdict's draws and where the transfer candidate won."""
+    from_transfer = transfer.sum(1) < own.sum(1)
+    return torch.where(from_transfer[:, None], transfer, own), from_transfer
 
 
 def zero_gradient_mask(
@@ -123,26 +150,32 @@ def evaluate_shard(
     batch_size: int = 256,
     progress: bool = True,
     heavy_on_randomized: bool = True,
+    score_draws: int = 10,
+    keep_transfer: bool = True,
 ) -> ShardResult:
     """Run every attack of ``specs`` on (x, y) under each threat model; flags per example.
+
+    ``score_draws``: k of the randomized-predictor protocol; ``keep_transfer``: the transfer
+    floor of the adaptive verdicts (module docstring); off, adaptive records are the adaptive
+    attack alone (to diagnose an attacker; ``adaptive_weaker_than_transfer`` then can fire).
 
     ``heavy_on_randomized=False`` skips attacks whose spec says ``heavy: true`` (AutoAttack) on a
     randomized predictor, where EOT multiplies their cost; the skip is printed, and the missing
     records show as empty cells in the report rather than as numbers.
     """
     specs = [as_spec(s) for s in specs]
-    chosen = threat_models_for(predictor, threat_models)
+    chosen = sorted(threat_models_for(predictor, threat_models), key=THREAT_MODELS.index)
     if predictor.randomized and not heavy_on_randomized:
         skipped = [s.name for s in specs if s.heavy]
         if skipped:
             print(f"robustlab: not running {skipped} on randomized {predictor.name} (heavy)")
         specs = [s for s in specs if not s.heavy]
     jobs = [(tm, spec, eps) for tm in chosen for spec in specs for eps in spec.eps]
-    outcomes, zero_grad = [], {}
+    outcomes, zero_grad, transfer = [], {}, {}
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), eval_mode(predictor):
         torch.manual_seed(seed)
-        clean_correct = predict_correct(predictor, x, y, batch_size)
+        clean_correct = score(predictor, x, y, score_draws, batch_size)
         bar = tqdm(jobs, desc="robust eval", disable=not progress, leave=False)
         for tm, spec, eps in bar:
             bar.set_postfix_str(f"{spec.name} {tm} eps={eps:g}")
@@ -158,7 +191,12 @@ def evaluate_shard(
                         adv.append(runner(x[s], y[s]).detach())
                     for comp, mask in getattr(runner, "last_component_success", {}).items():
                         broken.setdefault(comp, []).append(mask.to(torch.bool).cpu())
-            adv_correct = predict_correct(predictor, torch.cat(adv), y, batch_size)
+            adv_correct = own = score(predictor, torch.cat(adv), y, score_draws, batch_size)
+            from_transfer = None
+            if tm == "oblivious":
+                transfer[(spec.name, eps)] = adv_correct
+            elif keep_transfer and (spec.name, eps) in transfer:
+                adv_correct, from_transfer = transfer_floor(own, transfer[(spec.name, eps)])
             outcomes.append(
                 AttackOutcome(
                     attack=spec.name,
@@ -171,6 +209,8 @@ def evaluate_shard(
                         **({"eot_draws": eot_draws} if eot and not spec.native_eot else {}),
                     },
                     adv_correct=adv_correct.cpu(),
+                    own_correct=None if from_transfer is None else own.cpu(),
+                    from_transfer=None if from_transfer is None else from_transfer.cpu(),
                     forward_rows=counter.forward_rows,
                     backward_rows=counter.backward_rows,
                     wall_seconds=time.perf_counter() - start,

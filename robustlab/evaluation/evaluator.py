@@ -5,6 +5,7 @@ Used by the Lightning callback after fit and by eval-only mode; rank 0 writes an
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,30 @@ from robustlab.results.store import append_records
 from robustlab.results.table import format_cell_table, format_flags_banner
 
 RECORDS_FILE = "records.jsonl"
+
+
+def training_mismatch(predictor, defense: str, speak: bool) -> list[str]:
+    """``["inference_expects_other_training"]`` when the wrapper is designed for nets trained by
+    other defenses than ``defense`` (said on stderr); an ``external`` net is said to be unchecked."""
+    expected = getattr(predictor, "expects_training", ())
+    if not expected or defense in expected:
+        return []
+    wanted = " or ".join(expected)
+    if defense == "external":
+        if speak:
+            print(
+                f"robustlab: note: inference={predictor.name} assumes a net trained with {wanted}; "
+                "the checkpoint does not say how it was trained",
+                file=sys.stderr,
+            )
+        return []
+    if speak:
+        print(
+            f"robustlab: warning: inference={predictor.name} assumes a net trained with {wanted}, "
+            f"this one was trained with defense={defense} (flag inference_expects_other_training)",
+            file=sys.stderr,
+        )
+    return ["inference_expects_other_training"]
 
 
 def gather_shards(shard: ShardResult) -> list[ShardResult]:
@@ -55,6 +80,8 @@ class Evaluator:
     batch_size: int = 256
     threat_models: Any = "auto"
     eot_draws: int = 20
+    score_draws: int = 10
+    transfer_floor: bool = True
     heavy_on_randomized: bool = True
     natural_shifts: list[int] | None = None
     progress: bool = True
@@ -92,11 +119,14 @@ class Evaluator:
                 seed=self.seed + rank,
                 threat_models=self.threat_models,
                 eot_draws=self.eot_draws,
+                score_draws=self.score_draws,
+                keep_transfer=self.transfer_floor,
                 batch_size=self.batch_size,
                 progress=self.progress and rank == 0,
                 heavy_on_randomized=self.heavy_on_randomized,
             )
             cell_meta = {**self.meta, **(meta or {}), "inference": predictor.name}
+            mismatch = training_mismatch(predictor, cell_meta["defense"], rank == 0)
             ours = build_records(
                 merge_shards(gather_shards(shard)),
                 {**cell_meta, "started": started},
@@ -106,6 +136,10 @@ class Evaluator:
             )
             if self.natural_shifts and rank == 0:
                 ours += self._shift_records(predictor, net, x.to(device), y.to(device), cell_meta)
+            for r in ours:
+                for flag in [*getattr(defense, "training_flags", ()), *mismatch]:
+                    if flag not in r["sanity_flags"]:
+                        r["sanity_flags"].append(flag)
             pass_rate = getattr(predictor, "benign_pass_rate", None)
             if pass_rate is not None:
                 with torch.no_grad():

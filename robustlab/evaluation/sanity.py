@@ -10,6 +10,14 @@ Flags:
   (the kinds whose spec says ``whitebox``, read from ``robustlab.attacks.kinds``), or broke points
   that survived AutoAttack's white-box components;
 - ``vanishing_gradients``: input gradients are zero on a share of examples;
+- ``no_gradient_steps``: an attack whose kind takes gradient steps (read from its spec class)
+  took none (zero backward passes) at eps > 0 with points left to attack: it did not run;
+- ``adaptive_weaker_than_transfer``: an adaptive record (or worst case) above the oblivious one of
+  the same attack and eps: above the upper end of the oblivious 95% interval for a randomized
+  predictor (draw noise), above the oblivious accuracy itself for a deterministic one (same
+  points, same scoring). An adaptive attacker weaker than transfer from the bare net is broken
+  (Tramer et al., NeurIPS 2020); the engine's transfer floor keeps it from happening in the
+  verdicts, so this fires only when the floor is off or records were made elsewhere;
 - ``randomized_without_eot``: a randomized predictor attacked white-box without EOT;
 - ``oblivious_only``: a randomized or preprocessing predictor evaluated with no adaptive attack;
 - ``clean_at_chance``: clean accuracy not above that of always predicting the most frequent test
@@ -22,7 +30,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from robustlab.attacks.kinds import whitebox_kinds
+from robustlab.attacks.kinds import gradient_kinds, whitebox_kinds
 
 VANISHING_SHARE = 0.05
 
@@ -35,7 +43,11 @@ def _add(record: dict[str, Any], flag: str) -> None:
 def apply_sanity_flags(records: list[dict[str, Any]], needs_adaptive: bool) -> None:
     """Add flags in place to the attack records (``kind`` == "attack") of one cell."""
     attacks = [r for r in records if r.get("kind") == "attack"]
+    stepping = gradient_kinds()
     for r in attacks:
+        kind = r["attack_params"].get("kind")
+        if kind in stepping and r["eps"] > 0 and r["clean_acc"] > 0 and r["backward_passes"] == 0:
+            _add(r, "no_gradient_steps")
         clean_bound = r["clean_ci"][1] if r["randomized"] else r["clean_acc"]
         if r["adv_acc"] > clean_bound:
             _add(r, "robust_above_clean")
@@ -90,3 +102,17 @@ def apply_sanity_flags(records: list[dict[str, Any]], needs_adaptive: bool) -> N
 def _effort(record: dict[str, Any]) -> tuple[int, int]:
     params = record["attack_params"]
     return (int(params.get("steps") or 0), int(params.get("restarts") or 1))
+
+
+def flag_adaptive_weaker_than_transfer(records: list[dict[str, Any]]) -> None:
+    """Flag adaptive records (attacks and worst cases) above their oblivious counterpart."""
+    oblivious = {
+        (r["attack"], r["norm"], r["eps"]): r for r in records if r["threat_model"] == "oblivious"
+    }
+    for r in records:
+        other = oblivious.get((r["attack"], r["norm"], r["eps"]))
+        if r["threat_model"] != "adaptive" or other is None:
+            continue
+        bound = other["robust_ci"][1] if r.get("randomized") else other["robust_acc"]
+        if r["robust_acc"] > bound:
+            _add(r, "adaptive_weaker_than_transfer")

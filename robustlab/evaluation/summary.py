@@ -2,6 +2,16 @@
 
 The worst case of a group (same norm and eps; per threat model, and across threat models when
 there are several) counts an example as robust only if every attack of the group failed on it.
+
+A randomized predictor is scored on k draws per input (``eval.score_draws``); its records carry
+three protocols, each for clean and robust accuracy:
+
+- ``one_draw``: the first draw, what a single evaluation reports;
+- ``majority_of_k``: right on more than k/2 draws (a tie is wrong);
+- ``worst_of_k``: right on all k draws. This is the headline (``clean_acc``, ``robust_acc``,
+  intervals, flags and worst cases): a point is robust only if no draw lets the attack through.
+
+A deterministic predictor is scored once: the three coincide and only the headline is written.
 """
 
 from __future__ import annotations
@@ -12,10 +22,28 @@ from typing import Any
 import torch
 
 from robustlab.evaluation.engine import ShardResult
-from robustlab.evaluation.sanity import apply_sanity_flags
+from robustlab.evaluation.sanity import apply_sanity_flags, flag_adaptive_weaker_than_transfer
 from robustlab.results.record import WORST_CASE, now_iso, record_from_counts
 
 ALL_THREAT_MODELS = "all"
+PROTOCOLS = ("one_draw", "majority_of_k", "worst_of_k")
+HEADLINE = "worst_of_k"
+
+
+def as_draws(flags: torch.Tensor) -> torch.Tensor:
+    """(n, k) per-draw flags; a 1-D tensor is one draw per example."""
+    return flags if flags.dim() == 2 else flags[:, None]
+
+
+def by_protocol(draws: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-example verdicts under each protocol from (n, k) per-draw flags."""
+    draws = as_draws(draws)
+    k = draws.shape[1]
+    return {
+        "one_draw": draws[:, 0],
+        "majority_of_k": draws.sum(1) * 2 > k,
+        "worst_of_k": draws.all(1),
+    }
 
 
 def merge_shards(shards: list[ShardResult]) -> ShardResult:
@@ -35,6 +63,11 @@ def merge_shards(shards: list[ShardResult]) -> ShardResult:
     for i, outcome in enumerate(base.outcomes):
         parts = [s.outcomes[i] for s in shards]
         comps = {k: cat([p.component_broken[k] for p in parts]) for k in outcome.component_broken}
+        optional = {
+            key: cat([getattr(p, key) for p in parts])
+            for key in ("own_correct", "from_transfer")
+            if getattr(outcome, key) is not None
+        }
         outcomes.append(
             type(outcome)(
                 **{
@@ -44,6 +77,7 @@ def merge_shards(shards: list[ShardResult]) -> ShardResult:
                     "backward_rows": sum(p.backward_rows for p in parts),
                     "wall_seconds": max(p.wall_seconds for p in parts),
                     "component_broken": comps,
+                    **optional,
                 }
             )
         )
@@ -62,10 +96,20 @@ def build_records(
     """Records for one cell. ``meta``: run_id, config_hash, dataset, model, defense, inference,
     seed, versions, started. ``majority_class_acc``: the accuracy of always predicting the most
     frequent class of the evaluated labels (for the ``clean_at_chance`` flag)."""
-    n = int(result.clean_correct.numel())
-    clean = result.clean_correct
-    n_clean = int(clean.sum())
+    clean_draws = as_draws(result.clean_correct)
+    n, k = clean_draws.shape
+    clean = by_protocol(clean_draws)
+    n_clean = int(clean[HEADLINE].sum())
     finished = now_iso()
+
+    def protocol_fields(robust: dict[str, torch.Tensor]) -> dict[str, Any]:
+        if k == 1:
+            return {}
+        out: dict[str, Any] = {"score_draws": k, "protocol": HEADLINE}
+        for name in PROTOCOLS:
+            out[f"clean_acc_{name}"] = int(clean[name].sum()) / n
+            out[f"robust_acc_{name}"] = int(robust[name].sum()) / n
+        return out
 
     def record(attack, tm, norm, eps, robust, **extra) -> dict[str, Any]:
         return record_from_counts(
@@ -76,16 +120,25 @@ def build_records(
             eps=eps,
             n=n,
             n_clean=n_clean,
-            n_robust=int(robust.sum()),
+            n_robust=int(robust[HEADLINE].sum()),
             finished=finished,
+            **protocol_fields(robust),
             **extra,
         )
 
     records, robust_of = [], {}
     for o in result.outcomes:
-        robust = clean & o.adv_correct
+        adv = by_protocol(o.adv_correct)
+        robust = {name: clean[name] & adv[name] for name in PROTOCOLS}
         robust_of[(o.attack, o.threat_model, o.norm, o.eps)] = robust
         survivors_broken = o.component_broken.get("square")
+        floor = {}
+        if o.from_transfer is not None:
+            own = clean[HEADLINE] & by_protocol(o.own_correct)[HEADLINE]
+            floor = {
+                "transfer_share": int(o.from_transfer.sum()) / n,
+                "robust_acc_without_transfer": int(own.sum()) / n,
+            }
         records.append(
             record(
                 o.attack,
@@ -98,7 +151,7 @@ def build_records(
                 forward_passes=o.forward_rows / n,
                 backward_passes=o.backward_rows / n,
                 wall_seconds=o.wall_seconds,
-                adv_acc=int(o.adv_correct.sum()) / n,
+                adv_acc=int(adv[HEADLINE].sum()) / n,
                 zero_grad_share=int(result.zero_grad[o.threat_model].sum()) / n,
                 randomized=randomized,
                 majority_class_acc=majority_class_acc,
@@ -108,12 +161,15 @@ def build_records(
                     survivors_broken is not None and survivors_broken.any()
                 ),
                 broken_by_component={
-                    name: int((clean & mask).sum()) for name, mask in o.component_broken.items()
+                    name: int((clean[HEADLINE] & mask).sum())
+                    for name, mask in o.component_broken.items()
                 },
+                **floor,
             )
         )
     apply_sanity_flags(records, needs_adaptive)
     records.extend(_worst_cases(records, robust_of, record))
+    flag_adaptive_weaker_than_transfer(records)
     return records
 
 
@@ -127,7 +183,7 @@ def _worst_cases(attack_records, robust_of, record) -> list[dict[str, Any]]:
     out = []
     for (tm, norm, eps), members in groups.items():
         masks = [robust_of[(m["attack"], m["threat_model"], m["norm"], m["eps"])] for m in members]
-        robust = torch.stack(masks).all(dim=0)
+        robust = {name: torch.stack([m[name] for m in masks]).all(dim=0) for name in PROTOCOLS}
         flags = sorted({f for m in members for f in m["sanity_flags"]})
         out.append(
             record(

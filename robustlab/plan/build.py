@@ -52,6 +52,8 @@ def build_plan(cfg: DictConfig) -> CellPlan:
         n_examples=ev.get("n_examples"),
         batch_size=ev.batch_size,
         eot_draws=ev.eot_draws,
+        score_draws=ev.score_draws,
+        transfer_floor=ev.transfer_floor,
         heavy_on_randomized=ev.heavy_attacks_on_randomized,
         natural_shifts=checks.natural_shifts(ev.get("natural_shifts")),
         every_n_val_epochs=ev.every_n_val_epochs,

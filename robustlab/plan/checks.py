@@ -85,12 +85,12 @@ def check_eval(cfg: DictConfig) -> None:
     check_int("eval.n_examples", ev.get("n_examples"), allow_none=True)
     check_int("eval.batch_size", ev.batch_size)
     check_int("eval.eot_draws", ev.eot_draws)
+    check_int("eval.score_draws", ev.score_draws)
     check_int("eval.every_n_val_epochs", ev.every_n_val_epochs, low=0)
     check_int("eval.val_subset", ev.val_subset)
-    if not isinstance(ev.heavy_attacks_on_randomized, bool):
-        raise ConfigError(
-            f"eval.heavy_attacks_on_randomized={ev.heavy_attacks_on_randomized!r} must be true or false"
-        )
+    for key in ("heavy_attacks_on_randomized", "transfer_floor"):
+        if not isinstance(ev[key], bool):
+            raise ConfigError(f"eval.{key}={ev[key]!r} must be true or false")
     threat_models(ev.threat_models)
     natural_shifts(ev.get("natural_shifts"))
     check_list("eval.compare_with", ev.get("compare_with"), "[pgd_at]")

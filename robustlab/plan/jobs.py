@@ -39,6 +39,8 @@ class EvaluationJob:
     n_examples: int | None
     batch_size: int
     eot_draws: int
+    score_draws: int
+    transfer_floor: bool
     heavy_on_randomized: bool
     natural_shifts: tuple[int, ...] | None
     every_n_val_epochs: int

@@ -6,7 +6,13 @@ from these classes (``spec_classes``), so nothing else keeps a table of them.
 
 from robustlab.attacks.kinds.apgd import APGDSpec
 from robustlab.attacks.kinds.autoattack import AutoAttackSpec
-from robustlab.attacks.kinds.base import AttackSpec, spec_class, spec_classes, whitebox_kinds
+from robustlab.attacks.kinds.base import (
+    AttackSpec,
+    gradient_kinds,
+    spec_class,
+    spec_classes,
+    whitebox_kinds,
+)
 from robustlab.attacks.kinds.cw import CWSpec
 from robustlab.attacks.kinds.eot_pgd import EOTPGDSpec
 from robustlab.attacks.kinds.fab import FABSpec
@@ -24,6 +30,7 @@ __all__ = [
     "FGSMSpec",
     "PGDSpec",
     "SquareSpec",
+    "gradient_kinds",
     "spec_class",
     "spec_classes",
     "whitebox_kinds",

@@ -43,6 +43,7 @@ class AttackSpec:
 
     kind: ClassVar[str] = ""
     whitebox: ClassVar[bool] = True
+    gradient_steps: ClassVar[bool] = True  # takes input-gradient steps (False: query-only)
     norms: ClassVar[tuple[str, ...]] = NORMS
     rejects_outside_ball: ClassVar[bool] = False  # minimum-norm attacks (CW): no projection
 
@@ -128,5 +129,10 @@ def spec_class(kind: str) -> type[AttackSpec]:
 
 
 def whitebox_kinds() -> set[str]:
-    """The kinds that use gradients (for the ``square_beats_whitebox`` sanity check)."""
+    """The white-box kinds (for the ``square_beats_whitebox`` sanity check)."""
     return {kind for kind, cls in spec_classes().items() if cls.whitebox}
+
+
+def gradient_kinds() -> set[str]:
+    """The kinds that take gradient steps (for the ``no_gradient_steps`` sanity check)."""
+    return {kind for kind, cls in spec_classes().items() if cls.gradient_steps}

@@ -1,0 +1,217 @@
+"""Verdicts an adaptive attacker cannot inflate: the transfer floor, the randomized protocol,
+selection over several draws, and the flags, each with real attacks on small nets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustlab.attacks.crafting import restarted
+from robustlab.attacks.kinds import AttackSpec
+from robustlab.attacks.selection import SELECTION_DRAWS, correct_counts
+from robustlab.evaluation.engine import evaluate_shard
+from robustlab.evaluation.summary import build_records
+from robustlab.inference.base import Predictor
+from robustlab.inference.plain import Plain
+
+META = {
+    "run_id": "t",
+    "config_hash": "h",
+    "dataset": "toy",
+    "model": "mlp",
+    "defense": "erm",
+    "inference": "x",
+    "seed": 0,
+    "versions": {},
+    "started": "",
+}
+BOTH = ["oblivious", "adaptive"]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small MLP trained on 10-class data shaped (N, 1, 4, 4)."""
+    g = torch.Generator().manual_seed(0)
+    centers = torch.rand(10, 16, generator=g)
+    y = torch.arange(200) % 10
+    x = (centers[y] + 0.08 * torch.randn(200, 16, generator=g)).clamp(0, 1).view(-1, 1, 4, 4)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval(), x, y
+
+
+class Saturated(Predictor):
+    """Gradient masking by saturation (as defensive distillation does): logits scaled so far that
+    the softmax of a confident point is exactly one-hot and its cross-entropy gradient is 0. Its
+    decisions are the net's, so transfer from the bare net breaks it; gradient attacks do not."""
+
+    def forward(self, x):
+        return self.net(x) * 1e4
+
+
+class Flaky(Predictor):
+    """Randomized: the net's answer, replaced by a wrong class with probability ``p_wrong`` per
+    example and forward."""
+
+    randomized = True
+
+    def __init__(self, net, p_wrong):
+        super().__init__(net, "flaky")
+        self.p_wrong = p_wrong
+
+    def forward(self, x):
+        logits = self.net(x)
+        flip = torch.rand(len(x), device=x.device) < self.p_wrong
+        wrong = F.one_hot((logits.argmax(1) + 1) % logits.shape[1], logits.shape[1]) * 1e3
+        return torch.where(flip[:, None], wrong.to(logits.dtype), logits)
+
+
+def pgd(eps=0.3, steps=10, **kw):
+    return {"kind": "pgd", "name": "pgd", "eps": eps, "steps": steps, **kw}
+
+
+def records_of(predictor, x, y, specs, **kw):
+    shard = evaluate_shard(
+        predictor, x, y, torch.arange(len(x)), specs, num_classes=10, seed=0, progress=False, **kw
+    )
+    meta = {**META, "inference": predictor.name}
+    return build_records(shard, meta, randomized=predictor.randomized, needs_adaptive=True)
+
+
+def pick(records, attack="pgd", tm="adaptive"):
+    return next(r for r in records if r["attack"] == attack and r["threat_model"] == tm)
+
+
+def test_adaptive_verdict_keeps_the_transfer_candidate(trained):
+    """The saturated predictor defeats gradient PGD (its raw adaptive number is near clean), but
+    the transfer example from the bare net breaks it; the adaptive verdict takes it."""
+    net, x, y = trained
+    records = records_of(Saturated(net, "saturated"), x, y, [pgd()], threat_models=BOTH)
+    adaptive, oblivious = pick(records), pick(records, tm="oblivious")
+    assert oblivious["robust_acc"] < 0.3
+    assert adaptive["robust_acc_without_transfer"] > oblivious["robust_acc"] + 0.4
+    assert adaptive["robust_acc"] <= oblivious["robust_acc"]
+    assert adaptive["transfer_share"] > 0.4
+    worst = {r["threat_model"]: r["robust_acc"] for r in records if r["kind"] == "worst_case"}
+    assert worst["adaptive"] <= worst["oblivious"]
+    assert not any("adaptive_weaker_than_transfer" in r["sanity_flags"] for r in records)
+
+
+def test_without_the_floor_a_weaker_adaptive_attack_is_flagged(trained):
+    net, x, y = trained
+    records = records_of(
+        Saturated(net, "saturated"), x, y, [pgd()], threat_models=BOTH, keep_transfer=False
+    )
+    adaptive = pick(records)
+    assert adaptive["robust_acc"] > pick(records, tm="oblivious")["robust_acc"]
+    assert "adaptive_weaker_than_transfer" in adaptive["sanity_flags"]
+    assert "transfer_share" not in adaptive
+    worst = next(
+        r for r in records if r["kind"] == "worst_case" and r["threat_model"] == "adaptive"
+    )
+    assert "adaptive_weaker_than_transfer" in worst["sanity_flags"]
+
+
+def test_randomized_predictor_reports_three_protocols(trained):
+    """Right on each draw with probability 0.9 (times the net's accuracy): one draw ~0.9,
+    majority of 10 ~1, all 10 ~0.35 of the net's clean accuracy; the headline is worst-of-k."""
+    net, x, y = trained
+    records = records_of(Flaky(net, 0.1), x, y, [pgd(eps=0.0)], score_draws=10)
+    r = pick(records)
+    base = float((net(x).argmax(1) == y).float().mean())
+    assert r["score_draws"] == 10 and r["protocol"] == "worst_of_k"
+    assert r["clean_acc"] == r["clean_acc_worst_of_k"]
+    assert abs(r["clean_acc_one_draw"] - 0.9 * base) < 0.07
+    assert abs(r["clean_acc_majority_of_k"] - base) < 0.03
+    assert abs(r["clean_acc_worst_of_k"] - 0.9**10 * base) < 0.1
+    for protocol in ("one_draw", "majority_of_k", "worst_of_k"):
+        assert r[f"robust_acc_{protocol}"] <= r[f"clean_acc_{protocol}"]
+    assert r["robust_acc_worst_of_k"] <= r["robust_acc_majority_of_k"]
+
+
+def test_a_deterministic_predictor_writes_only_the_headline(trained):
+    net, x, y = trained
+    r = pick(records_of(Plain(net, "plain"), x, y, [pgd()], score_draws=10))
+    assert "score_draws" not in r and "robust_acc_one_draw" not in r
+
+
+def test_restarts_keep_the_candidate_right_on_fewest_draws():
+    """Candidate A fools a randomized model on 30% of draws, B on all of them. Judged on one
+    draw, A is taken as broken on ~30% of points and B is never tried there; judged on several
+    draws, every point goes on to B."""
+
+    class Coin(nn.Module):
+        randomized = True
+
+        def forward(self, z):
+            fooled = torch.rand(len(z)) < z.flatten(1)[:, 0]  # z encodes P(wrong)
+            return F.one_hot(fooled.long(), 2).float()
+
+    calls = []
+
+    def craft(x, y, seed):
+        calls.append(len(x))
+        return torch.full_like(x, 0.3 if len(calls) == 1 else 1.0)
+
+    x, y = torch.zeros(500, 1, 1, 1), torch.zeros(500, dtype=torch.long)
+    torch.manual_seed(0)
+    x_adv = restarted(craft, Coin(), restarts=2)(x, y, 0)
+    assert (x_adv == 1.0).float().mean() > 0.99
+    counts = correct_counts(Coin(), torch.full_like(x, 0.3), y)
+    assert counts.max() <= SELECTION_DRAWS and counts.float().mean() > 0.6 * SELECTION_DRAWS
+
+
+def test_square_beating_apgd_is_flagged_from_the_attack_kinds(trained):
+    """attack=[apgd_ce, square] on the saturated predictor: APGD's gradients vanish, Square's
+    queries do not; names differ from kinds, so the flag must come from the kinds."""
+    net, x, y = trained
+    specs = [
+        {
+            "_target_": "robustlab.attacks.kinds.apgd.APGDSpec",
+            "name": "apgd_ce",
+            "eps": 0.3,
+            "steps": 10,
+        },
+        {
+            "_target_": "robustlab.attacks.kinds.square.SquareSpec",
+            "name": "square",
+            "eps": 0.3,
+            "queries": 300,
+        },
+    ]
+    records = records_of(Saturated(net, "saturated"), x[:100], y[:100], specs)
+    square, apgd = pick(records, "square"), pick(records, "apgd_ce")
+    assert square["robust_acc"] < apgd["robust_acc"]
+    assert "square_beats_whitebox" in square["sanity_flags"]
+    plain = records_of(Plain(net, "plain"), x[:100], y[:100], specs)
+    assert not any("square_beats_whitebox" in r["sanity_flags"] for r in plain)
+
+
+@dataclass(frozen=True)
+class NoStepSpec(AttackSpec):
+    """A white-box kind whose attack silently does nothing (as restarts=0 once made APGD do)."""
+
+    kind = "test_no_step"
+
+    def craft(self, model, p, num_classes):
+        return lambda x, y, seed: x.clone()
+
+
+def test_an_attack_that_took_no_gradient_step_is_flagged(trained):
+    net, x, y = trained
+    specs = [NoStepSpec(eps=0.1, name="lazy"), {"kind": "fgsm", "name": "fgsm", "eps": 0.1}]
+    records = records_of(Plain(net, "plain"), x[:50], y[:50], specs)
+    lazy, fgsm = pick(records, "lazy"), pick(records, "fgsm")
+    assert lazy["backward_passes"] == 0 and "no_gradient_steps" in lazy["sanity_flags"]
+    assert fgsm["backward_passes"] > 0 and "no_gradient_steps" not in fgsm["sanity_flags"]
+    at_zero = records_of(Plain(net, "plain"), x[:50], y[:50], [NoStepSpec(eps=0.0, name="z")])
+    assert "no_gradient_steps" not in pick(at_zero, "z")["sanity_flags"]
