@@ -20,14 +20,18 @@ Adversarial Example Defenses", NeurIPS 2020, sec. on Mixup Inference):
   attack differentiates the whole randomized pipeline; y_hat only picks partners (no BPDA).
   ``expected_log_probs(x, draws)`` is the EOT expectation in one batched forward: D draws of N
   partners are D*N mixes, and F(x), which picks the partner classes, runs once, not D times.
-- MI-Combined: the hard per-example switch at the gap threshold has no gradient, so an attack on
-  the plain forward only pushes the branch an example currently sits in and never moves it
-  across the detector (measured: weaker than transfer from the bare net). The predictor declares
-  ``differentiable = False``; under BPDA (the adaptive threat model) the switch keeps its hard
-  forward value, and its gradient is that of the smooth surrogate
-  ``s * MI-PL + (1 - s) * MI-OL``, ``s = sigmoid((threshold - gap) / bpda_temperature)``: both
-  branches and the detector's gap (through F(x) and the MI-PL mixes) are attacked, with EOT over
-  the partners of both branches (each draw has its own gap and switch).
+- MI-Combined: the hard per-example switch at the gap threshold has no gradient, and attacking
+  the plain forward only pushes the branch an example sits in: on digits (grid_default's mixup
+  net, PGD-20, eps 0.2, n=200) it left 14.5% robust where transfer from the bare net left 4.5%.
+  BPDA on the switch alone (hard forward value, smooth gradient) still left 9%: an example in the
+  PL branch is right because its partners are of class argmax F(x) and MI-PL is far more
+  confident than F, so cross-entropy on the hard PL value barely sees F. Under the adaptive
+  threat model (``bpda_enabled``) the attack therefore crafts on a differentiable approximation
+  (Athalye et al. 2018, BPDA with the approximation in both passes): ``s * log F(x) +
+  (1 - s) * MI-OL``, ``s = sigmoid((threshold - gap) / bpda_temperature)`` from the real gap, so
+  the detector, the PL branch (through F, whose argmax picks its partners) and MI-OL (EOT over its
+  partners, each draw with its own gap) are all attacked: 4.0% on the same points. Attack-internal
+  success checks see this approximation; every verdict is scored on the real forward.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ class MixupInference(Predictor):
             )
         self.mode, self.threshold, self.chunk_size = mode, threshold, chunk_size
         self.bpda_temperature = bpda_temperature
-        self.differentiable = mode != "combined"  # the gap switch: BPDA surrogate (docstring)
+        self.differentiable = mode != "combined"  # the gap switch: a smooth surrogate (docstring)
         self.lam = {"pl": lam_pl, "ol": lam_ol}
         self.n = {"pl": n_pl, "ol": n_ol}
         self.branches = ("pl", "ol") if mode == "combined" else (mode,)
@@ -145,16 +149,15 @@ class MixupInference(Predictor):
             logp = {b: self._mix_looped(x, partners[b], self.lam[b]) for b in self.branches}
         else:
             logp = {b: self._mix_batched(x, partners[b], self.lam[b], draws) for b in self.branches}
+        logits = self.net(x) if logits is None else logits
         if self.mode != "combined":
             return logp[self.mode]
-        logits = self.net(x) if logits is None else logits
         gap = logits.softmax(1).amax(1)[:, None] - logp["pl"].exp().amax(2)
-        routed = torch.where((gap < self.threshold)[..., None], logp["pl"], logp["ol"])
         if not self.use_bpda:
-            return routed
+            return torch.where((gap < self.threshold)[..., None], logp["pl"], logp["ol"])
         share_pl = torch.sigmoid((self.threshold - gap) / self.bpda_temperature)[..., None]
-        smooth = share_pl * logp["pl"] + (1 - share_pl) * logp["ol"]
-        return routed.detach() + smooth - smooth.detach()
+        pl = logits.log_softmax(1)[:, None]  # MI-PL follows argmax F(x): its surrogate is F
+        return share_pl * pl + (1 - share_pl) * logp["ol"]
 
     def _forward_looped(self, x: torch.Tensor, partners: Partners) -> torch.Tensor:
         """Reference: one net forward per mix (tests compare it with the batched path)."""
