@@ -130,7 +130,7 @@ def test_output_is_log_probabilities_with_gradients():
     (grad,) = torch.autograd.grad(out[:, 0].sum(), x)
     assert grad.abs().sum() > 0
     assert mi.randomized and mi.differentiable and mi.output == "log_probs"
-    assert not _mi("combined").differentiable  # its gap switch is attacked through BPDA
+    assert not _mi("combined").differentiable and not _mi("pl").differentiable  # BPDA
 
 
 def test_fresh_partners_every_forward_and_seeded_reproducibility():
