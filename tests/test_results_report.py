@@ -114,3 +114,24 @@ def test_worst_case_column_comes_from_the_config_the_row_shows(tmp_path, capsys)
     row = next(line for line in table.splitlines() if line.startswith("| erm"))
     assert "| 30.0 " in row and "| 29.0 " in row
     assert "4.0" not in row
+
+
+def test_randomized_records_show_every_protocol_and_the_raw_adaptive_number():
+    protocols = dict(
+        score_draws=10,
+        protocol="worst_of_k",
+        clean_acc_one_draw=0.96,
+        clean_acc_majority_of_k=0.955,
+        clean_acc_worst_of_k=0.9,
+        robust_acc_one_draw=0.2,
+        robust_acc_majority_of_k=0.15,
+        robust_acc_worst_of_k=0.05,
+    )
+    rec = make_record(inference="mi_ol", clean_acc=0.9, robust_acc=0.05)
+    rec.update(robust_acc_without_transfer=0.3, transfer_share=0.25, **protocols)
+    text = format_cell_table([rec])
+    assert "worst of 10 draws" in text
+    assert "1 draw 96.0, maj 95.5 of 10" in text
+    assert "20.0, 15.0" in text and "30.0" in text
+    deterministic = format_cell_table([make_record()])
+    assert "1 draw" not in deterministic and "w/o transfer" not in deterministic

@@ -14,7 +14,7 @@ from typing import Any
 
 from robustlab.results.record import REQUIRED_FIELDS, WORST_CASE
 from robustlab.results.store import scan_records
-from robustlab.results.table import fmt_acc, fmt_eps, format_flags_banner, interval
+from robustlab.results.table import fmt_acc, fmt_eps, fmt_protocols, format_flags_banner, interval
 
 THREAT_SUFFIX = {"oblivious": " (obl.)", "adaptive": " (adapt.)"}
 WORST_COLUMN = "worst case"
@@ -156,6 +156,8 @@ def cell_text(grid: Grid, row: str, col: str) -> str:
     text = fmt_acc(rec)
     if col == WORST_COLUMN:
         text += f" @{fmt_eps(rec['eps'])} {rec['threat_model']}"
+    if "score_draws" in rec:
+        text += f" ({fmt_protocols(rec)})"
     return f"{WARN} {text}" if rec.get("sanity_flags") else text
 
 
@@ -165,7 +167,9 @@ def markdown(grid: Grid) -> str:
     lines = [f"## {grid.dataset}", "", "| " + " | ".join(header) + " |"]
     lines.append("|" + "---|" * len(header))
     for row in grid.rows:
-        cells = [row, fmt_acc(grid.clean[row], "clean")]
+        clean = grid.clean[row]
+        protocols = f" ({fmt_protocols(clean, 'clean')})" if "score_draws" in clean else ""
+        cells = [row, fmt_acc(clean, "clean") + protocols]
         cells += [cell_text(grid, row, c) for c in grid.cols]
         lines.append("| " + " | ".join(cells) + " |")
     flagged = [(k, r) for k, r in grid.cells.items() if r.get("sanity_flags")]

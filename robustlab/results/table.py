@@ -42,6 +42,15 @@ def render(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def fmt_protocols(rec: dict[str, Any], which: str = "robust") -> str:
+    """``1 draw 42.0, maj 38.5`` for a record of a randomized predictor (its headline is
+    worst-of-k); empty for a deterministic one."""
+    if "score_draws" not in rec:
+        return ""
+    one, maj = rec[f"{which}_acc_one_draw"], rec[f"{which}_acc_majority_of_k"]
+    return f"1 draw {100 * one:.1f}, maj {100 * maj:.1f}"
+
+
 def _flags(rec: dict[str, Any]) -> str:
     return " ".join(f"!! {f}" for f in rec.get("sanity_flags") or [])
 
@@ -56,25 +65,40 @@ def format_cell_table(records: list[dict[str, Any]]) -> str:
         f"{first['dataset']} / {first['model']} / {first['defense']} / {first['inference']}"
         f"  (n={first['n_examples']})"
     )
+    randomized = "score_draws" in first
+    clean_line = "clean % [95% CI]: " + "; ".join(clean)
+    if randomized:
+        k = first["score_draws"]
+        title += f"  randomized: worst of {k} draws (right on all), beside 1 draw and majority"
+        clean_line += f"  ({fmt_protocols(first, 'clean')} of {k})"
     ordered = [r for r in records if r["attack"] != WORST_CASE]
     ordered += [r for r in records if r["attack"] == WORST_CASE]
-    header = ["attack", "threat", "norm", "eps", "robust % [95% CI]", "fwd/ex", "bwd/ex", "sec"]
-    header.append("FLAGS")
-    rows = [
-        [
+    header = ["attack", "threat", "norm", "eps", "robust % [95% CI]"]
+    header += ["1 draw, maj %"] if randomized else []
+    floor = any("robust_acc_without_transfer" in r for r in records)
+    header += ["w/o transfer %"] if floor else []
+    header += ["fwd/ex", "bwd/ex", "sec", "FLAGS"]
+    rows = []
+    for r in ordered:
+        row = [
             f">> {r['attack']}" if r["attack"] == WORST_CASE else r["attack"],
             r["threat_model"],
             r["norm"],
             fmt_eps(r["eps"]),
             fmt_acc(r),
+        ]
+        row += [fmt_protocols(r).replace("1 draw ", "").replace("maj ", "")] if randomized else []
+        if floor:
+            raw = r.get("robust_acc_without_transfer")
+            row.append("" if raw is None else f"{100 * raw:.1f}")
+        row += [
             f"{float(r['forward_passes']):.1f}",
             f"{float(r['backward_passes']):.1f}",
             f"{float(r['wall_seconds']):.1f}",
             _flags(r),
         ]
-        for r in ordered
-    ]
-    return "\n".join([title, "clean % [95% CI]: " + "; ".join(clean), render(header, rows)])
+        rows.append(row)
+    return "\n".join([title, clean_line, render(header, rows)])
 
 
 def format_flags_banner(records: list[dict[str, Any]]) -> str:
