@@ -201,3 +201,40 @@ def test_combined_crafts_on_a_smooth_approximation_and_scores_the_real_switch():
     torch.testing.assert_close(crafted, share * logits.log_softmax(1)[:, None] + (1 - share) * ol)
     (g_share,) = torch.autograd.grad(share.sum(), x)
     assert g_share.abs().sum() > 0  # the detector is attacked
+
+
+@pytest.mark.parametrize(
+    "defense, flagged, said",
+    [("erm", True, "warning"), ("mixup", False, None), ("external", False, "note")],
+)
+def test_mi_on_a_net_trained_otherwise_is_said_and_flagged(
+    defense, flagged, said, tmp_path, capsys
+):
+    from robustlab.evaluation.evaluator import Evaluator
+
+    meta = {"run_id": "t", "config_hash": "h", "dataset": "toy", "model": "mlp", "seed": 0}
+    evaluator = Evaluator(
+        specs=[{"kind": "fgsm", "name": "fgsm", "eps": 0.1}],
+        inferences=[
+            {
+                "_target_": "robustlab.inference.mixup_inference.MixupInference",
+                "name": "mi_ol",
+                "mode": "ol",
+                "n_ol": 2,
+            }
+        ],
+        meta={**meta, "versions": {}, "defense": defense},
+        num_classes=C,
+        seed=0,
+        output_dir=tmp_path,
+        datamodule=FakeData(),
+        progress=False,
+        score_draws=2,
+    )
+    x, y = FakeData().splits["test"]
+    records = evaluator.evaluate(_net(), x, y, write=False)
+    err = capsys.readouterr().err
+    assert all(
+        ("inference_expects_other_training" in r["sanity_flags"]) == flagged for r in records
+    )
+    assert (said is None and "mi_ol" not in err) or f"robustlab: {said}: inference=mi_ol" in err
