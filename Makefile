@@ -47,6 +47,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) experiments/bench/train_loop.py
 	$(PY) experiments/bench/mi_batched_forward.py
+	$(PY) experiments/bench/mi_eot_batched.py
 
 clean:
 	rm -rf outputs multirun .cache .pytest_cache .ruff_cache build *.egg-info
