@@ -44,6 +44,20 @@ CASES = [
     (["+attack.pgd.stepz=5"], "attack.pgd: ['stepz'] not parameters of attack kind pgd"),
     (["attack.pgd.steps=0"], "attack.pgd.steps=0 must be a positive integer"),
     (["attack.fgsm.restarts=0"], "attack.fgsm.restarts=0 must be a positive integer"),
+    (
+        ["attack=[apgd_ce]", "attack.apgd_ce.restarts=0"],
+        "attack.apgd_ce.restarts=0 must be a positive integer",
+    ),
+    (
+        ["attack=[autoattack]", "attack.autoattack.restarts=0"],
+        "attack.autoattack.restarts=0 must be a positive integer",
+    ),
+    (
+        ["attack=[autoattack]", "attack.autoattack.steps=0"],
+        "attack.autoattack.steps=0 must be a positive integer",
+    ),
+    (["eval.score_draws=0"], "eval.score_draws=0"),
+    (["eval.transfer_floor=maybe"], "eval.transfer_floor='maybe' must be true or false"),
     (["eval.threat_models=nope"], "eval.threat_models='nope'"),
     (["eval.batch_size=0"], "eval.batch_size=0"),
     (["eval.natural_shifts=[9]"], "eval.natural_shifts=[9] holds 9"),
