@@ -215,3 +215,17 @@ def test_an_attack_that_took_no_gradient_step_is_flagged(trained):
     assert fgsm["backward_passes"] > 0 and "no_gradient_steps" not in fgsm["sanity_flags"]
     at_zero = records_of(Plain(net, "plain"), x[:50], y[:50], [NoStepSpec(eps=0.0, name="z")])
     assert "no_gradient_steps" not in pick(at_zero, "z")["sanity_flags"]
+
+
+def test_natural_shift_records_of_a_randomized_predictor_use_the_protocols(trained):
+    from robustlab.evaluation.natural import shift_records
+
+    net, x, y = trained
+    records = shift_records(
+        Flaky(net, 0.1), net, x, y, META | {"inference": "flaky"}, [1], ["darker"], 64, 10
+    )
+    flaky = next(r for r in records if r["inference"] == "flaky")
+    plain = next(r for r in records if r["inference"] == "plain")
+    assert flaky["score_draws"] == 10 and flaky["clean_acc"] == flaky["clean_acc_worst_of_k"]
+    assert flaky["clean_acc_worst_of_k"] < flaky["clean_acc_one_draw"]
+    assert "score_draws" not in plain

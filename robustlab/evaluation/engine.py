@@ -106,7 +106,7 @@ def _batches(n: int, size: int):
 @torch.no_grad()
 def score(predictor: Predictor, x: torch.Tensor, y: torch.Tensor, draws: int, batch_size: int):
     """(n, k) bool: right on each of k fresh draws (k = ``draws`` if randomized, else 1)."""
-    k = draws if predictor.randomized else 1
+    k = draws if getattr(predictor, "randomized", False) else 1
     return torch.cat(
         [
             torch.stack([predictor(x[s]).argmax(1) == y[s] for _ in range(k)], dim=1)

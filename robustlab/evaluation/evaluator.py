@@ -156,7 +156,15 @@ class Evaluator:
         attacks (threat model ``natural``); rank 0 evaluates the whole split."""
         with eval_mode(predictor), torch.no_grad():
             records = shift_records(
-                predictor, net, x, y, meta, list(self.natural_shifts), None, self.batch_size
+                predictor,
+                net,
+                x,
+                y,
+                meta,
+                list(self.natural_shifts),
+                None,
+                self.batch_size,
+                self.score_draws,
             )
         return [r for r in records if r["inference"] == predictor.name]
 

@@ -10,17 +10,9 @@ import torch
 from torch import nn
 
 from robustlab.data.shifts import SHIFTS, apply_shift, check_shift_names
+from robustlab.evaluation.engine import score
+from robustlab.evaluation.summary import HEADLINE, PROTOCOLS, by_protocol, protocol_fields
 from robustlab.results.record import now_iso, record_from_counts
-
-
-@torch.no_grad()
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat(
-        [
-            model(x[s : s + batch_size]).argmax(1) == y[s : s + batch_size]
-            for s in range(0, len(x), batch_size)
-        ]
-    )
 
 
 def shift_records(
@@ -32,6 +24,7 @@ def shift_records(
     severities: list[int],
     shifts: list[str] | None = None,
     batch_size: int = 256,
+    score_draws: int = 10,
 ) -> list[dict[str, Any]]:
     """Records (``robustlab/results/record.py``) for the bare ``net`` (inference ``plain``) and the
     defended ``predictor`` (``meta["inference"]``) under each shift and severity: attack
@@ -41,19 +34,20 @@ def shift_records(
     ``adv_acc`` is the plain accuracy on the shifted inputs. Defended records carry
     ``translated_share`` (share of shifted inputs the gate sent to the translator) when the
     predictor records it. The caller fixes eval mode and the device; noise is seeded by
-    ``meta["seed"]`` (the same draw at every severity).
+    ``meta["seed"]`` (the same draw at every severity). A randomized predictor is scored on
+    ``score_draws`` draws, with the protocols of :mod:`robustlab.evaluation.summary`.
     """
     shifts = list(SHIFTS) if shifts is None else list(shifts)
     check_shift_names(shifts)
     models = {"plain": net, meta["inference"]: predictor}
-    clean = {k: _correct(m, x, y, batch_size) for k, m in models.items()}
+    clean = {k: by_protocol(score(m, x, y, score_draws, batch_size)) for k, m in models.items()}
     started, records = now_iso(), []
     for name in shifts:
         for severity in severities:
             x_shift = apply_shift(name, x, int(severity), seed=int(meta["seed"]))
             for inference, model in models.items():
                 start = time.perf_counter()
-                shifted = _correct(model, x_shift, y, batch_size)
+                shifted = by_protocol(score(model, x_shift, y, score_draws, batch_size))
                 extra = {}
                 if model is predictor and hasattr(predictor, "translated_share"):
                     extra["translated_share"] = predictor.translated_share(x_shift, batch_size)
@@ -65,6 +59,7 @@ def shift_records(
                         int(severity),
                         clean[inference],
                         shifted,
+                        score_draws if getattr(model, "randomized", False) else 1,
                         time.perf_counter() - start,
                         started,
                         extra,
@@ -73,19 +68,21 @@ def shift_records(
     return records
 
 
-def _record(meta, inference, attack, severity, clean, shifted, seconds, started, extra) -> dict:
+def _record(meta, inference, attack, severity, clean, shifted, k, seconds, started, extra) -> dict:
+    robust = {name: clean[name] & shifted[name] for name in PROTOCOLS}
     return record_from_counts(
         {**meta, "inference": inference, "started": started},
         attack=attack,
         threat_model="natural",
         norm="none",
         eps=float(severity),
-        n=len(clean),
-        n_clean=int(clean.sum()),
-        n_robust=int((clean & shifted).sum()),
+        n=len(clean[HEADLINE]),
+        n_clean=int(clean[HEADLINE].sum()),
+        n_robust=int(robust[HEADLINE].sum()),
         forward_passes=1.0,
         wall_seconds=seconds,
         kind="natural_shift",
-        adv_acc=int(shifted.sum()) / len(shifted),
+        adv_acc=int(shifted[HEADLINE].sum()) / len(shifted[HEADLINE]),
+        **protocol_fields(clean, robust, k),
         **extra,
     )

@@ -35,6 +35,20 @@ def as_draws(flags: torch.Tensor) -> torch.Tensor:
     return flags if flags.dim() == 2 else flags[:, None]
 
 
+def protocol_fields(
+    clean: dict[str, torch.Tensor], robust: dict[str, torch.Tensor], k: int
+) -> dict[str, Any]:
+    """The record fields of the three protocols (none for a deterministic predictor, k = 1)."""
+    if k == 1:
+        return {}
+    n = len(clean[HEADLINE])
+    out: dict[str, Any] = {"score_draws": k, "protocol": HEADLINE}
+    for name in PROTOCOLS:
+        out[f"clean_acc_{name}"] = int(clean[name].sum()) / n
+        out[f"robust_acc_{name}"] = int(robust[name].sum()) / n
+    return out
+
+
 def by_protocol(draws: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-example verdicts under each protocol from (n, k) per-draw flags."""
     draws = as_draws(draws)
@@ -102,15 +116,6 @@ def build_records(
     n_clean = int(clean[HEADLINE].sum())
     finished = now_iso()
 
-    def protocol_fields(robust: dict[str, torch.Tensor]) -> dict[str, Any]:
-        if k == 1:
-            return {}
-        out: dict[str, Any] = {"score_draws": k, "protocol": HEADLINE}
-        for name in PROTOCOLS:
-            out[f"clean_acc_{name}"] = int(clean[name].sum()) / n
-            out[f"robust_acc_{name}"] = int(robust[name].sum()) / n
-        return out
-
     def record(attack, tm, norm, eps, robust, **extra) -> dict[str, Any]:
         return record_from_counts(
             meta,
@@ -122,7 +127,7 @@ def build_records(
             n_clean=n_clean,
             n_robust=int(robust[HEADLINE].sum()),
             finished=finished,
-            **protocol_fields(robust),
+            **protocol_fields(clean, robust, k),
             **extra,
         )
 
