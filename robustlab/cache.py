@@ -73,8 +73,8 @@ def training_lock(path: Path) -> FileLock | None:
 
 class CacheWriter(pl.Callback):
     """After fit, rank 0 stores the trained defense (its full state_dict: the net under "net.",
-    plus any other trained parts) atomically in the cache and releases the lock,
-    so waiting cells can start evaluating while this one evaluates too."""
+    plus any other trained parts, its name and its ``training_flags``) atomically in the cache and
+    releases the lock, so waiting cells can start evaluating while this one evaluates too."""
 
     def __init__(self, path: Path, training_cfg: dict[str, Any], lock: FileLock | None):
         self.path = path
@@ -85,7 +85,14 @@ class CacheWriter(pl.Callback):
         if trainer.is_global_zero:
             state = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
             save_atomic(
-                {"state_dict": state, "training_config": repr(self.training_cfg)}, self.path
+                {
+                    "state_dict": state,
+                    "training_config": repr(self.training_cfg),
+                    "defense": pl_module.name,
+                    # raised while training (e.g. "catastrophic_overfitting"): plain strings
+                    "training_flags": list(pl_module.training_flags),
+                },
+                self.path,
             )
         if self.lock is not None and self.lock.is_locked:
             self.lock.release()

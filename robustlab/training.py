@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from robustlab.cache import CacheWriter, checkpoint_path, training_config, training_lock
 from robustlab.checkpointing import AtomicCheckpointIO
 from robustlab.defenses.base import DefenseModule
+from robustlab.defenses.overfitting import CatastrophicOverfittingMonitor
 from robustlab.plan import TrainingJob
 
 
@@ -28,9 +29,11 @@ def build_defense(job: TrainingJob, net: torch.nn.Module) -> DefenseModule:
 
 
 def load_cached(defense: DefenseModule, path: Path) -> None:
-    """Load a cached checkpoint (the defense's full state_dict) into ``defense``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    defense.load_state_dict(state, strict=True)
+    """Load a cached checkpoint (the defense's full state_dict) into ``defense``, with the flags
+    its training raised (``training_flags``; none in cache files written before they were kept)."""
+    cached = torch.load(path, map_location="cpu", weights_only=True)
+    defense.load_state_dict(cached["state_dict"], strict=True)
+    defense.training_flags = [str(flag) for flag in cached.get("training_flags", [])]
 
 
 def fit(
@@ -43,8 +46,11 @@ def fit(
     cached: Path | None,
     lock,
 ) -> pl.Trainer:
-    """Fit with Lightning; the CacheWriter (first after checkpoints) stores the result."""
+    """Fit with Lightning; the CacheWriter (first after checkpoints) stores the result. A defense
+    with a validation attack is watched for catastrophic overfitting (its ``training_flags``)."""
     cfg = job.config
+    if defense.val_attack is not None:
+        callbacks = [CatastrophicOverfittingMonitor(), *callbacks]
     if cached is not None:
         callbacks = [CacheWriter(cached, training_config(cfg), lock), *callbacks]
     trainer = instantiate(

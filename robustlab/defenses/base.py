@@ -1,8 +1,10 @@
 """DefenseModule: the LightningModule every defense extends.
 
 It owns the net, the optimizer and schedule, and the metrics every defense logs: train loss,
-train/val clean accuracy, and a cheap validation PGD accuracy. A subclass only says how a batch
-becomes a training loss (``training_loss``). ``warmup_epochs`` clean epochs (cross-entropy on the
+train/val clean accuracy, and a cheap validation PGD accuracy with its FGSM companion (one step of
+size eps from the clean point: the pair the catastrophic-overfitting check in
+``robustlab.defenses.overfitting`` compares). A subclass only says how a batch becomes a training
+loss (``training_loss``). ``warmup_epochs`` clean epochs (cross-entropy on the
 natural inputs) may precede the defense's own loss; the official MIAT code (dwDavidxd/MIAT) warms its
 target model up this way for 2 epochs before adversarial training.
 """
@@ -56,6 +58,23 @@ class DefenseModule(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_pgd_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        # FGSM from the clean point (no random start, one step of size eps) with val_attack's eps and
+        # norm: deterministic, so it draws nothing from the global generator
+        self.val_fgsm_attack = (
+            InnerAttack(
+                eps=self.val_attack.eps,
+                steps=1,
+                step_size=self.val_attack.eps,
+                norm=self.val_attack.norm,
+                random_start=False,
+            )
+            if self.val_attack is not None
+            else None
+        )
+        self.val_fgsm_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        # flags raised while training (e.g. "catastrophic_overfitting"): plain strings, kept in
+        # Lightning checkpoints and in the training cache
+        self.training_flags: list[str] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -96,6 +115,16 @@ class DefenseModule(pl.LightningModule):
             with torch.no_grad():
                 self.val_pgd_acc(self.net(x_adv), y)
             self.log("val/pgd_acc", self.val_pgd_acc, prog_bar=True)
+            x_fgsm = pgd(self.net, x, y, self.val_fgsm_attack)
+            with torch.no_grad():
+                self.val_fgsm_acc(self.net(x_fgsm), y)
+            self.log("val/fgsm_acc", self.val_fgsm_acc)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["robustlab_training_flags"] = list(self.training_flags)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.training_flags = [str(f) for f in checkpoint.get("robustlab_training_flags", [])]
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.net.parameters(), self.optimizer_cfg)
