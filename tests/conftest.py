@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -11,6 +12,19 @@ from hydra import compose, initialize_config_dir
 from robustlab.paths import CONF_DIR
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """An in-process Hydra run configures logging handlers on the streams pytest captures for that
+    test; once those close, later log calls print '--- Logging error ---' into other tests'
+    stderr. Each test gets the handlers and levels it started with back."""
+    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, handlers, level, propagate in saved:
+        lg.handlers[:] = handlers
+        lg.level, lg.propagate = level, propagate
 
 
 @pytest.fixture

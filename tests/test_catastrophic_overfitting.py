@@ -290,7 +290,11 @@ def test_the_real_validation_loop_flags_a_gradient_masked_net(
     monitor = next(c for c in trainer.callbacks if isinstance(c, CatastrophicOverfittingMonitor))
     assert monitor.epochs == [0, 1, 2]
     assert min(monitor.pgd[:2]) > 0.35 and monitor.pgd[2] < 0.2  # PGD collapses either way
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "catastrophic" in line]
+    warnings = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("robustlab: warning: catastrophic")
+    ]
     stored = torch.load(cached, weights_only=True)
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     restored = _fast_at(cfg, digits_weights["erm"])
@@ -339,7 +343,7 @@ def test_a_normal_pgd_at_run_on_digits_is_not_flagged(
         *overrides,
     )
     run(cfg)
-    assert "catastrophic" not in capsys.readouterr().err
+    assert "warning: catastrophic" not in capsys.readouterr().err
     (cached,) = (tmp_path / "cache").glob("*.pt")
     stored = torch.load(cached, weights_only=True)
     assert stored["training_flags"] == [] and stored["defense"] == "pgd_at"
