@@ -62,7 +62,9 @@ def execute(plan: CellPlan) -> list[dict]:
     evaluator = build_evaluator(plan, datamodule, loggers)
     if plan.mode == "eval":
         load_weights(net, plan.ckpt)
-        records = evaluate_loaded(plan.config, evaluator, datamodule, net)
+        records = evaluate_loaded(
+            plan.config, evaluator, datamodule, net, flags=plan.recorded_training_flags
+        )
     else:
         records = train_or_reuse(plan.cell, net, evaluator, datamodule, loggers)
     if records and not is_worker_rank():
@@ -104,7 +106,7 @@ def build_evaluator(plan: CellPlan, datamodule, loggers) -> Evaluator:
 
 
 def evaluate_loaded(
-    cfg: DictConfig, evaluator: Evaluator, datamodule, net, defense=None, meta=None
+    cfg: DictConfig, evaluator: Evaluator, datamodule, net, defense=None, meta=None, flags=()
 ) -> list[dict]:
     """Evaluate weights already loaded, in this process, on the trainer's device kind."""
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
@@ -112,7 +114,7 @@ def evaluate_loaded(
         net = net.cuda()
         defense = defense.cuda() if defense is not None else None
     x, y = split_tensors(datamodule, "test")
-    return evaluator.evaluate(net, x, y, defense=defense, meta=meta)
+    return evaluator.evaluate(net, x, y, defense=defense, meta=meta, training_flags=flags)
 
 
 def evaluate_baseline(job: TrainingJob, evaluator: Evaluator, datamodule) -> list[dict]:

@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from test_bad_input import robustlab
 
-from robustlab.models.provenance import checkpoint_defense
+from robustlab.models.provenance import checkpoint_defense, checkpoint_training_flags
 from robustlab.paths import CONF_DIR
 from robustlab.plan import ConfigError, build_plan
 from robustlab.run import main, run
@@ -81,12 +81,45 @@ def test_plain_state_dict_is_external_unless_named(monkeypatch, tmp_path, plain_
     assert named == {"pgd_at"}
 
 
-def test_compose_api_counts_the_composed_defense_as_named(compose_cfg, tmp_path, erm_ckpt):
-    """Outside a Hydra run the command line is unknown: the composed defense is the named one."""
-    plan = build_plan(compose_cfg("mode=eval", f"ckpt={erm_ckpt}", f"cache.dir={tmp_path}"))
-    assert plan.recorded_defense == "erm"
+def relabelled(erm_ckpt: Path, path: Path, **changes) -> Path:
+    """The ERM checkpoint with its recorded defense name or training flags changed."""
+    ckpt = torch.load(erm_ckpt, map_location="cpu", weights_only=True)
+    if "name" in changes:
+        ckpt["hyper_parameters"]["name"] = changes.pop("name")
+    ckpt.update(changes)
+    torch.save(ckpt, path)
+    return path
+
+
+def test_compose_api_counts_only_a_non_default_defense_as_named(
+    compose_cfg, tmp_path, erm_ckpt, plain_ckpt
+):
+    """Outside a Hydra run the command line is unknown: a composed defense other than the config's
+    default (erm) counts as named; the default lets the checkpoint say what it is."""
+    pgd_at_ckpt = relabelled(erm_ckpt, tmp_path / "pgd_at.ckpt", name="pgd_at")
+    plan = build_plan(compose_cfg("mode=eval", f"ckpt={pgd_at_ckpt}", f"cache.dir={tmp_path}"))
+    assert plan.recorded_defense == "pgd_at"
+    plan = build_plan(compose_cfg("mode=eval", f"ckpt={plain_ckpt}", f"cache.dir={tmp_path}"))
+    assert plan.recorded_defense == "external"
     with pytest.raises(ConfigError, match="trained with defense=erm, not defense=pgd_at"):
         build_plan(compose_cfg("mode=eval", f"ckpt={erm_ckpt}", "defense=pgd_at"))
+
+
+def test_training_flags_in_the_checkpoint_reach_the_records(monkeypatch, tmp_path, erm_ckpt):
+    flagged = relabelled(
+        erm_ckpt, tmp_path / "co.ckpt", robustlab_training_flags=["catastrophic_overfitting"]
+    )
+    assert checkpoint_training_flags(flagged) == ("catastrophic_overfitting",)
+    assert checkpoint_training_flags(erm_ckpt) == ()
+    evaluate(monkeypatch, tmp_path, f"ckpt={flagged}")
+    records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").open()]
+    assert all("catastrophic_overfitting" in r["sanity_flags"] for r in records)
+
+
+def test_a_foreign_lightning_checkpoint_names_no_robustlab_defense(tmp_path):
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"name": "resnet18"}}, foreign)
+    assert checkpoint_defense(foreign) is None
 
 
 def cache_file(path: Path, **extra) -> Path:

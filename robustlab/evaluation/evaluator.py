@@ -98,8 +98,10 @@ class Evaluator:
         write: bool = True,
         defense: nn.Module | None = None,
         meta: dict[str, Any] | None = None,
+        training_flags: tuple[str, ...] = (),
     ) -> list[dict[str, Any]]:
-        """Evaluate (x, y) with this rank's shard; returns the records (on every rank)."""
+        """Evaluate (x, y) with this rank's shard; returns the records (on every rank).
+        ``training_flags`` (e.g. read from a checkpoint) join those of ``defense``."""
         if self.n_examples is not None:
             x, y = x[: self.n_examples], y[: self.n_examples]
         device = next(net.parameters()).device
@@ -137,7 +139,8 @@ class Evaluator:
             if self.natural_shifts and rank == 0:
                 ours += self._shift_records(predictor, net, x.to(device), y.to(device), cell_meta)
             for r in ours:
-                for flag in [*getattr(defense, "training_flags", ()), *mismatch]:
+                trained = [*getattr(defense, "training_flags", ()), *training_flags]
+                for flag in [*trained, *mismatch]:
                     if flag not in r["sanity_flags"]:
                         r["sanity_flags"].append(flag)
             pass_rate = getattr(predictor, "benign_pass_rate", None)
@@ -153,8 +156,11 @@ class Evaluator:
 
     def _shift_records(self, predictor, net, x, y, meta) -> list[dict[str, Any]]:
         """Natural shifts (darker, sharper, noise) at ``natural_shifts`` severities, reported like
-        attacks (threat model ``natural``); rank 0 evaluates the whole split."""
-        with eval_mode(predictor), torch.no_grad():
+        attacks (threat model ``natural``); rank 0 evaluates the whole split, in a generator
+        forked and seeded from the cell's seed (reruns score the same draws)."""
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), eval_mode(predictor), torch.no_grad():
+            torch.manual_seed(self.seed)
             records = shift_records(
                 predictor,
                 net,

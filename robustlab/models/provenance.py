@@ -25,9 +25,20 @@ def checkpoint_defense(path: str | Path) -> str | None:
     if not isinstance(obj, Mapping):
         return None
     hparams = obj.get("hyper_parameters")
-    if isinstance(hparams, Mapping) and isinstance(hparams.get("name"), str):
+    ours = isinstance(hparams, Mapping) and {"name", "num_classes", "optimizer"} <= set(hparams)
+    if ours and isinstance(hparams["name"], str):  # a DefenseModule's, not any Lightning file's
         return hparams["name"] or None
     cached = isinstance(obj.get("state_dict"), Mapping) and "training_config" in obj
     if cached and isinstance(obj.get("defense"), str):
         return obj["defense"] or None
     return None
+
+
+def checkpoint_training_flags(path: str | Path) -> tuple[str, ...]:
+    """The training flags (e.g. ``catastrophic_overfitting``) `path` records: a robustlab Lightning
+    checkpoint's ``robustlab_training_flags``, a training-cache file's ``training_flags``."""
+    obj = read_checkpoint(Path(path), caller="checkpoint_training_flags")
+    if not isinstance(obj, Mapping):
+        return ()
+    flags = obj.get("robustlab_training_flags", obj.get("training_flags", ()))
+    return tuple(f for f in flags if isinstance(f, str)) if isinstance(flags, list) else ()

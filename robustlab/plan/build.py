@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from robustlab.config import config_hash
 from robustlab.models.loading import load_weights
-from robustlab.models.provenance import checkpoint_defense
+from robustlab.models.provenance import checkpoint_defense, checkpoint_training_flags
+from robustlab.paths import CONF_DIR
 from robustlab.plan import checks
 from robustlab.plan.compose import baseline_config, job_config
 from robustlab.plan.errors import ConfigError
@@ -44,6 +45,7 @@ def build_plan(cfg: DictConfig) -> CellPlan:
     check_dataset(cfg)
     if ckpt is not None:
         check_checkpoint(cfg, ckpt)
+    flags = checkpoint_training_flags(ckpt) if ckpt is not None else ()
     ev = cfg.eval
     evaluation = EvaluationJob(
         attacks=attacks,
@@ -71,6 +73,7 @@ def build_plan(cfg: DictConfig) -> CellPlan:
         evaluation=evaluation,
         config=cfg,
         recorded_defense=recorded,
+        recorded_training_flags=flags,
     )
 
 
@@ -110,14 +113,23 @@ def check_dataset(cfg: DictConfig) -> None:
 def named_defense(cfg: DictConfig) -> str | None:
     """The defense the user named: ``cfg.defense.name`` if the command line selects it
     (``defense=X``), None if it is only the config's default. Outside a Hydra run (the compose API,
-    library use) the overrides are unknown and the composed defense counts as named."""
+    library use) the overrides are unknown: a composed defense other than the primary config's
+    default counts as named."""
     if not HydraConfig.initialized():
-        return cfg.defense.name
+        return None if cfg.defense.name == default_defense() else cfg.defense.name
     for override in HydraConfig.get().overrides.task:
         key, sep, _ = override.partition("=")
         if sep and key.lstrip("+") == "defense":
             return cfg.defense.name
     return None
+
+
+def default_defense() -> str:
+    """The defense the primary config (conf/config.yaml) selects by default."""
+    for entry in OmegaConf.load(CONF_DIR / "config.yaml").defaults:
+        if isinstance(entry, DictConfig) and "defense" in entry:
+            return str(entry.defense)
+    raise ConfigError("conf/config.yaml selects no default defense")
 
 
 def evaluated_defense(ckpt: Path, named: str | None) -> str:

@@ -65,3 +65,5 @@ class CellPlan:
     # the defense the records carry: cfg.defense.name when training; with mode=eval, the one the
     # checkpoint was trained with, else the one named by defense=, else "external"
     recorded_defense: str
+    # mode=eval: the training flags the checkpoint records (e.g. catastrophic_overfitting)
+    recorded_training_flags: tuple[str, ...] = ()
