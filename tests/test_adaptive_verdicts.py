@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchattacks import APGD
 
-from robustlab.attacks.crafting import restarted
+from robustlab.attacks.crafting import plain, restarted
 from robustlab.attacks.kinds import AttackSpec
+from robustlab.attacks.kinds.base import as_numbers
 from robustlab.attacks.selection import SELECTION_DRAWS, correct_counts
 from robustlab.evaluation.engine import evaluate_shard
 from robustlab.evaluation.summary import build_records
@@ -121,6 +123,31 @@ def test_without_the_floor_a_weaker_adaptive_attack_is_flagged(trained):
     assert "adaptive_weaker_than_transfer" in worst["sanity_flags"]
 
 
+def test_the_floor_of_a_randomized_predictor_uses_the_oblivious_draws(trained):
+    """Randomized and gradient-masked: per example the adaptive verdict is either its own draws or
+    exactly the oblivious record's draws, so worst-of-k and majority-of-k never exceed them."""
+    net, x, y = trained
+    shard = evaluate_shard(
+        Flaky(Saturated(net, "s"), 0.05),
+        x,
+        y,
+        torch.arange(len(x)),
+        [pgd()],
+        num_classes=10,
+        seed=0,
+        progress=False,
+        threat_models=BOTH,
+        score_draws=10,
+    )
+    oblivious, adaptive = shard.outcomes
+    took = adaptive.from_transfer
+    assert took.float().mean() > 0.2
+    assert torch.equal(adaptive.adv_correct[took], oblivious.adv_correct[took])
+    assert torch.equal(adaptive.adv_correct[~took], adaptive.own_correct[~took])
+    for rule in (lambda d: d.all(1), lambda d: d.sum(1) * 2 > 10):
+        assert not (rule(adaptive.adv_correct) & ~rule(oblivious.adv_correct)).any()
+
+
 def test_randomized_predictor_reports_three_protocols(trained):
     """Right on each draw with probability 0.9 (times the net's accuracy): one draw ~0.9,
     majority of 10 ~1, all 10 ~0.35 of the net's clean accuracy; the headline is worst-of-k."""
@@ -197,23 +224,34 @@ def test_square_beating_apgd_is_flagged_from_the_attack_kinds(trained):
 
 
 @dataclass(frozen=True)
-class NoStepSpec(AttackSpec):
-    """A white-box kind whose attack silently does nothing (as restarts=0 once made APGD do)."""
+class UncheckedAPGDSpec(AttackSpec):
+    """torchattacks' APGD built without robustlab's checks, so ``restarts=0`` reaches it: the
+    failure the issue found (APGD and AutoAttack silently returned the clean input)."""
 
-    kind = "test_no_step"
+    kind = "test_unchecked_apgd"
+
+    def __post_init__(self) -> None:  # no check_positive("restarts")
+        object.__setattr__(self, "name", self.name or self.kind)
+        object.__setattr__(self, "eps", as_numbers("eps", self.eps))
 
     def craft(self, model, p, num_classes):
-        return lambda x, y, seed: x.clone()
+        return plain(APGD(model, eps=p["eps"], steps=10, n_restarts=p["restarts"]), False, 10)
 
 
 def test_an_attack_that_took_no_gradient_step_is_flagged(trained):
     net, x, y = trained
-    specs = [NoStepSpec(eps=0.1, name="lazy"), {"kind": "fgsm", "name": "fgsm", "eps": 0.1}]
+    specs = [
+        UncheckedAPGDSpec(eps=0.3, name="apgd_r0", restarts=0),
+        UncheckedAPGDSpec(eps=0.3, name="apgd_r1", restarts=1),
+    ]
     records = records_of(Plain(net, "plain"), x[:50], y[:50], specs)
-    lazy, fgsm = pick(records, "lazy"), pick(records, "fgsm")
-    assert lazy["backward_passes"] == 0 and "no_gradient_steps" in lazy["sanity_flags"]
-    assert fgsm["backward_passes"] > 0 and "no_gradient_steps" not in fgsm["sanity_flags"]
-    at_zero = records_of(Plain(net, "plain"), x[:50], y[:50], [NoStepSpec(eps=0.0, name="z")])
+    noop, real = pick(records, "apgd_r0"), pick(records, "apgd_r1")
+    assert noop["robust_acc"] == noop["clean_acc"] > real["robust_acc"]  # it did nothing
+    assert noop["backward_passes"] == 0 and "no_gradient_steps" in noop["sanity_flags"]
+    assert real["backward_passes"] > 0 and "no_gradient_steps" not in real["sanity_flags"]
+    at_zero = records_of(
+        Plain(net, "plain"), x[:50], y[:50], [UncheckedAPGDSpec(eps=0.0, name="z", restarts=0)]
+    )
     assert "no_gradient_steps" not in pick(at_zero, "z")["sanity_flags"]
 
 

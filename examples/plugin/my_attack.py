@@ -12,7 +12,6 @@ from robustlab.attacks.kinds import AttackSpec
 class UniformNoiseSpec(AttackSpec):
     kind = "uniform_noise"
     whitebox = False
-    gradient_steps = False
     norms = ("linf",)
 
     def craft(self, model, p, num_classes):

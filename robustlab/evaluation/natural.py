@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustlab.attacks.costs import count_passes
 from robustlab.data.shifts import SHIFTS, apply_shift, check_shift_names
 from robustlab.evaluation.engine import score
 from robustlab.evaluation.summary import HEADLINE, PROTOCOLS, by_protocol, protocol_fields
@@ -47,8 +48,9 @@ def shift_records(
             x_shift = apply_shift(name, x, int(severity), seed=int(meta["seed"]))
             for inference, model in models.items():
                 start = time.perf_counter()
-                shifted = by_protocol(score(model, x_shift, y, score_draws, batch_size))
-                extra = {}
+                with count_passes(net) as counter:
+                    shifted = by_protocol(score(model, x_shift, y, score_draws, batch_size))
+                extra = {"forward_passes": counter.forward_rows / len(y)}
                 if model is predictor and hasattr(predictor, "translated_share"):
                     extra["translated_share"] = predictor.translated_share(x_shift, batch_size)
                 records.append(
@@ -79,7 +81,6 @@ def _record(meta, inference, attack, severity, clean, shifted, k, seconds, start
         n=len(clean[HEADLINE]),
         n_clean=int(clean[HEADLINE].sum()),
         n_robust=int(robust[HEADLINE].sum()),
-        forward_passes=1.0,
         wall_seconds=seconds,
         kind="natural_shift",
         adv_acc=int(shifted[HEADLINE].sum()) / len(shifted[HEADLINE]),

@@ -204,6 +204,7 @@ def _worst_cases(attack_records, robust_of, record) -> list[dict[str, Any]]:
                 forward_passes=sum(m["forward_passes"] for m in members),
                 backward_passes=sum(m["backward_passes"] for m in members),
                 wall_seconds=sum(m["wall_seconds"] for m in members),
+                randomized=members[0]["randomized"],
                 sanity_flags=flags,
             )
         )

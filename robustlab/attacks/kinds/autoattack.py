@@ -16,6 +16,7 @@ VERSIONS = ("standard", "rand")
 class AutoAttackSpec(AttackSpec):
     kind = "autoattack"
     whitebox = False  # a white-box + black-box ensemble; its Square part is checked on its own
+    gradient_steps = True  # APGD (and FAB) run first
 
     version: str = "standard"
     steps: int = 100  # APGD-CE, APGD-T and FAB-T iterations

@@ -43,7 +43,7 @@ class AttackSpec:
 
     kind: ClassVar[str] = ""
     whitebox: ClassVar[bool] = True
-    gradient_steps: ClassVar[bool] = True  # takes input-gradient steps (False: query-only)
+    gradient_steps: ClassVar[bool | None] = None  # takes input-gradient steps; None: = whitebox
     norms: ClassVar[tuple[str, ...]] = NORMS
     rejects_outside_ball: ClassVar[bool] = False  # minimum-norm attacks (CW): no projection
 
@@ -135,4 +135,8 @@ def whitebox_kinds() -> set[str]:
 
 def gradient_kinds() -> set[str]:
     """The kinds that take gradient steps (for the ``no_gradient_steps`` sanity check)."""
-    return {kind for kind, cls in spec_classes().items() if cls.gradient_steps}
+    return {
+        kind
+        for kind, cls in spec_classes().items()
+        if (cls.whitebox if cls.gradient_steps is None else cls.gradient_steps)
+    }

@@ -16,7 +16,6 @@ from robustlab.attacks.kinds.base import AttackSpec
 class SquareSpec(AttackSpec):
     kind = "square"
     whitebox = False
-    gradient_steps = False
 
     queries: int = 5000
     p_init: float = 0.8
