@@ -267,3 +267,19 @@ def test_natural_shift_records_of_a_randomized_predictor_use_the_protocols(train
     assert flaky["score_draws"] == 10 and flaky["clean_acc"] == flaky["clean_acc_worst_of_k"]
     assert flaky["clean_acc_worst_of_k"] < flaky["clean_acc_one_draw"]
     assert "score_draws" not in plain
+
+
+def test_restarts_on_a_randomized_model_are_judged_by_robustlab(trained):
+    """torchattacks judges its own restarts on one forward: on a randomized model robustlab runs
+    them (each candidate judged on several draws); on a deterministic one torchattacks does, as
+    the reference."""
+    from robustlab.attacks.autoattack import AutoAttack
+    from robustlab.attacks.crafting import restart_split
+
+    net, _, _ = trained
+    flaky, plain_net = Flaky(net, 0.1), Plain(net, "plain")
+    assert restart_split(flaky, 3) == (1, 3) and restart_split(plain_net, 3) == (3, 1)
+    for model, inner, rounds in ((flaky, 1, 2), (plain_net, 2, 1)):
+        aa = AutoAttack(model, norm="linf", eps=0.1, num_classes=10, version="rand", restarts=2)
+        assert aa.rounds == rounds
+        assert all(part.n_restarts == inner for part in aa.components.values())

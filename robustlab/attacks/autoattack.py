@@ -6,7 +6,10 @@ a point counts as robust only if it survives all four. ``rand`` (randomized defe
 APGD-DLR with EOT over 20 draws. Success is judged on the model the attack crafts on: with one
 forward pass for a deterministic model, as the reference does; for a randomized one on several
 fresh draws (:mod:`robustlab.attacks.selection`), where the reference's single evaluation lets a
-lucky draw pick the adversarial point (open in fra31/auto-attack since 2024).
+lucky draw pick the adversarial point (open in fra31/auto-attack since 2024). On a randomized
+model the restarts also run here, one part call each, so that they too are judged on several
+draws; inside one torchattacks call (APGD's start-of-run check and best-point bookkeeping) the
+choice is still per forward.
 
 Where torchattacks 3.5.1 departs from the reference (fra31/auto-attack) and what is done here:
 
@@ -35,6 +38,7 @@ from torch import nn
 from torchattacks import APGD, APGDT, FAB, Square
 from torchattacks.attack import Attack
 
+from robustlab.attacks.crafting import restart_split
 from robustlab.attacks.selection import correct_counts
 
 REFERENCE = {
@@ -70,6 +74,9 @@ class AutoAttack:
         eot_iter: int = REFERENCE["eot_iter"],
     ):
         self.model = model
+        # a torchattacks part judges its own restarts on one forward: on a randomized model each
+        # part runs `rounds` times here instead, every candidate judged on several draws
+        inner, self.rounds = restart_split(model, restarts)
         n = TORCHATTACKS_NORM[norm]
         rho = REFERENCE["rho"]
         if version == "standard":
@@ -83,7 +90,7 @@ class AutoAttack:
                 norm=n,
                 eps=eps,
                 steps=steps,
-                n_restarts=restarts,
+                n_restarts=inner,
                 rho=rho,
                 n_classes=num_classes,
             )
@@ -93,14 +100,14 @@ class AutoAttack:
                 norm=n,
                 eps=eps,
                 steps=steps,
-                n_restarts=restarts,
+                n_restarts=inner,
                 multi_targeted=True,
                 n_classes=num_classes,
             )
             fab_t.n_target_classes = n_targets
             self.components: dict[str, Attack] = {
                 "apgd_ce": APGD(
-                    model, norm=n, eps=eps, steps=steps, n_restarts=restarts, loss="ce", rho=rho
+                    model, norm=n, eps=eps, steps=steps, n_restarts=inner, loss="ce", rho=rho
                 ),
                 "apgd_t": apgd_t,
                 "fab_t": fab_t,
@@ -109,7 +116,7 @@ class AutoAttack:
                     norm=n,
                     eps=eps,
                     n_queries=queries,
-                    n_restarts=restarts,
+                    n_restarts=inner,
                     p_init=REFERENCE["p_init"],
                     loss="margin",
                     resc_schedule=False,
@@ -127,7 +134,7 @@ class AutoAttack:
                     norm=n,
                     eps=eps,
                     steps=steps,
-                    n_restarts=restarts,
+                    n_restarts=inner,
                     loss=loss,
                     eot_iter=eot_iter,
                     rho=rho,
@@ -149,16 +156,17 @@ class AutoAttack:
         success = {}
         for name, atk in self.components.items():
             success[name] = torch.zeros_like(best, dtype=torch.bool)
-            idx = best.nonzero().flatten()
-            if idx.numel() == 0:
-                continue
-            atk.seed, atk.device = seed, x.device
-            cand = atk.forward(x[idx], y[idx])
-            counts = correct_counts(self.model, cand, y[idx])
-            better = counts < best[idx]
-            hit = idx[better]
-            x_adv[hit] = cand[better]
-            best[hit] = counts[better]
-            success[name][hit] = best[hit] == 0  # points in play were right on some draw
+            for _ in range(self.rounds):
+                idx = best.nonzero().flatten()
+                if idx.numel() == 0:
+                    break
+                atk.seed, atk.device = seed, x.device
+                cand = atk.forward(x[idx], y[idx])
+                counts = correct_counts(self.model, cand, y[idx])
+                better = counts < best[idx]
+                hit = idx[better]
+                x_adv[hit] = cand[better]
+                best[hit] = counts[better]
+                success[name][hit] = best[hit] == 0  # points in play were right on some draw
         self.last_component_success = success
         return x_adv

@@ -13,7 +13,7 @@ from torch import nn
 from torchattacks.attack import Attack
 
 from robustlab.attacks.rng import random_targets
-from robustlab.attacks.selection import correct_counts
+from robustlab.attacks.selection import correct_counts, selection_draws
 
 Craft = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
@@ -30,6 +30,12 @@ def plain(atk: Attack, targets: bool, num_classes: int) -> Craft:
         return atk.forward(x, random_targets(y, num_classes) if targets else y)
 
     return craft
+
+
+def restart_split(model: nn.Module, restarts: int) -> tuple[int, int]:
+    """(restarts inside torchattacks, restarts by :func:`restarted`): a torchattacks attack judges
+    its own restarts on one forward, so on a randomized model robustlab takes them over."""
+    return (1, restarts) if selection_draws(model) > 1 else (restarts, 1)
 
 
 def restarted(craft: Craft, model: nn.Module, restarts: int) -> Craft:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torchattacks import APGD, APGDT
 
 from robustlab.attacks.autoattack import TORCHATTACKS_NORM
-from robustlab.attacks.crafting import plain
+from robustlab.attacks.crafting import plain, restart_split, restarted
 from robustlab.attacks.kinds.base import AttackSpec
 
 LOSSES = ("ce", "dlr")
@@ -38,15 +38,17 @@ class APGDSpec(AttackSpec):
 
     def craft(self, model, p, num_classes):
         norm = TORCHATTACKS_NORM[p["norm"]]
-        common = {"norm": norm, "eps": p["eps"], "steps": p["steps"], "n_restarts": p["restarts"]}
+        inner, outer = restart_split(model, p["restarts"])
+        common = {"norm": norm, "eps": p["eps"], "steps": p["steps"], "n_restarts": inner}
         common.update(eot_iter=p["eot_iter"], rho=p["rho"])
         if not p["targeted"]:
             if p["loss"] == "dlr" and num_classes < 3:
                 raise ValueError(f"APGD-DLR needs >= 3 classes, got {num_classes}")
             del p["n_target_classes"]
-            return plain(APGD(model, loss=p["loss"], **common), False, num_classes)
+            craft = plain(APGD(model, loss=p["loss"], **common), False, num_classes)
+            return restarted(craft, model, outer)
         if num_classes < 4:
             raise ValueError("targeted APGD (APGD-T) needs >= 4 classes")
         atk = APGDT(model, n_classes=num_classes, **common)
         atk.n_target_classes = p["n_target_classes"] = min(p["n_target_classes"], num_classes - 1)
-        return plain(atk, False, num_classes)
+        return restarted(plain(atk, False, num_classes), model, outer)

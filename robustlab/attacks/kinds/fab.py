@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torchattacks import FAB
 
 from robustlab.attacks.autoattack import TORCHATTACKS_NORM
-from robustlab.attacks.crafting import plain
+from robustlab.attacks.crafting import plain, restart_split, restarted
 from robustlab.attacks.kinds.base import AttackSpec
 
 
@@ -27,12 +27,13 @@ class FABSpec(AttackSpec):
         self.check_positive("steps", "n_target_classes")
 
     def craft(self, model, p, num_classes):
+        inner, outer = restart_split(model, p["restarts"])
         atk = FAB(
             model,
             norm=TORCHATTACKS_NORM[p["norm"]],
             eps=p["eps"],
             steps=p["steps"],
-            n_restarts=p["restarts"],
+            n_restarts=inner,
             alpha_max=p["alpha_max"],
             eta=p["eta"],
             beta=p["beta"],
@@ -40,4 +41,4 @@ class FABSpec(AttackSpec):
             n_classes=num_classes,
         )
         atk.n_target_classes = p["n_target_classes"] = min(p["n_target_classes"], num_classes - 1)
-        return plain(atk, False, num_classes)
+        return restarted(plain(atk, False, num_classes), model, outer)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torchattacks import Square
 
 from robustlab.attacks.autoattack import TORCHATTACKS_NORM
-from robustlab.attacks.crafting import plain
+from robustlab.attacks.crafting import plain, restart_split, restarted
 from robustlab.attacks.kinds.base import AttackSpec
 
 
@@ -25,14 +25,15 @@ class SquareSpec(AttackSpec):
         self.check_positive("queries")
 
     def craft(self, model, p, num_classes):
+        inner, outer = restart_split(model, p["restarts"])
         atk = Square(
             model,
             norm=TORCHATTACKS_NORM[p["norm"]],
             eps=p["eps"],
             n_queries=p["queries"],
-            n_restarts=p["restarts"],
+            n_restarts=inner,
             p_init=p["p_init"],
             loss="margin",
             resc_schedule=False,
         )
-        return plain(atk, p["targeted"], num_classes)
+        return restarted(plain(atk, p["targeted"], num_classes), model, outer)
