@@ -138,9 +138,9 @@ class Evaluator:
             )
             if self.natural_shifts and rank == 0:
                 ours += self._shift_records(predictor, net, x.to(device), y.to(device), cell_meta)
+            flags = [*getattr(defense, "training_flags", ()), *training_flags, *mismatch]
             for r in ours:
-                trained = [*getattr(defense, "training_flags", ()), *training_flags]
-                for flag in [*trained, *mismatch]:
+                for flag in flags:
                     if flag not in r["sanity_flags"]:
                         r["sanity_flags"].append(flag)
             pass_rate = getattr(predictor, "benign_pass_rate", None)
