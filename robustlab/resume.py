@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from robustlab.results.outcomes import OUTCOMES_FILE
 from robustlab.results.store import RECORDS_FILE, read_records, write_json_atomic
 
 DONE_FILE = "DONE.json"
@@ -27,7 +28,7 @@ def completed_records(out_dir: Path, cell_hash: str) -> list[dict] | None:
 
 def discard_partial(out_dir: Path) -> None:
     """Remove records (and a stale marker) of an unfinished or differently configured cell."""
-    for name in (DONE_FILE, RECORDS_FILE):
+    for name in (DONE_FILE, RECORDS_FILE, OUTCOMES_FILE):
         (out_dir / name).unlink(missing_ok=True)
 
 

@@ -12,7 +12,16 @@ from pathlib import Path
 
 from robustlab.run import run
 
-VOLATILE = {"run_id", "started", "finished", "wall_seconds", "versions", "config_hash"}
+# outcomes_key hashes config_hash, which holds the (temporary) cache directory
+VOLATILE = {
+    "run_id",
+    "started",
+    "finished",
+    "wall_seconds",
+    "versions",
+    "config_hash",
+    "outcomes_key",
+}
 FIXTURE = Path(__file__).parent / "fixtures" / "pinned_cell_records.json"
 CELL = (
     "defense=mixup",

@@ -20,6 +20,7 @@ from robustlab.evaluation.natural import shift_records
 from robustlab.evaluation.summary import build_records, merge_shards
 from robustlab.inference.build import build_predictor
 from robustlab.modes import eval_mode
+from robustlab.results.outcomes import OUTCOMES_FILE, Outcomes, append_outcomes, split
 from robustlab.results.record import now_iso
 from robustlab.results.side_by_side import side_by_side_table
 from robustlab.results.store import append_records
@@ -150,8 +151,9 @@ class Evaluator:
                 for r in ours:
                     r["benign_pass_rate"] = rate
             records += ours
+        outcomes = split(records)
         if write and rank == 0:
-            self.publish(records)
+            self.publish(records, outcomes)
         return records
 
     def _shift_records(self, predictor, net, x, y, meta) -> list[dict[str, Any]]:
@@ -174,9 +176,11 @@ class Evaluator:
             )
         return [r for r in records if r["inference"] == predictor.name]
 
-    def publish(self, records: list[dict[str, Any]]) -> None:
-        """Append the records atomically, log them, print one table per inference wrapper."""
+    def publish(self, records: list[dict[str, Any]], outcomes: dict[str, Outcomes]) -> None:
+        """Append the records and their per-example outcomes atomically, log them, print one
+        table per inference wrapper."""
         append_records(self.output_dir / RECORDS_FILE, records)
+        append_outcomes(self.output_dir / OUTCOMES_FILE, outcomes)
         self._log(records)
         for inference in dict.fromkeys(r["inference"] for r in records):
             print(format_cell_table([r for r in records if r["inference"] == inference]))

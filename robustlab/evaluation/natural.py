@@ -13,6 +13,7 @@ from robustlab.attacks.costs import count_passes
 from robustlab.data.shifts import SHIFTS, apply_shift, check_shift_names
 from robustlab.evaluation.engine import score
 from robustlab.evaluation.summary import HEADLINE, PROTOCOLS, by_protocol, protocol_fields
+from robustlab.results.outcomes import attach
 from robustlab.results.record import now_iso, record_from_counts
 
 
@@ -72,7 +73,7 @@ def shift_records(
 
 def _record(meta, inference, attack, severity, clean, shifted, k, seconds, started, extra) -> dict:
     robust = {name: clean[name] & shifted[name] for name in PROTOCOLS}
-    return record_from_counts(
+    rec = record_from_counts(
         {**meta, "inference": inference, "started": started},
         attack=attack,
         threat_model="natural",
@@ -87,3 +88,5 @@ def _record(meta, inference, attack, severity, clean, shifted, k, seconds, start
         **protocol_fields(clean, robust, k),
         **extra,
     )
+    n = len(clean[HEADLINE])
+    return attach(rec, torch.arange(n), clean[HEADLINE], robust[HEADLINE])

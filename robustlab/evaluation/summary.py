@@ -23,6 +23,7 @@ import torch
 
 from robustlab.evaluation.engine import ShardResult
 from robustlab.evaluation.sanity import apply_sanity_flags, flag_adaptive_weaker_than_transfer
+from robustlab.results.outcomes import attach
 from robustlab.results.record import WORST_CASE, now_iso, record_from_counts
 
 ALL_THREAT_MODELS = "all"
@@ -117,7 +118,7 @@ def build_records(
     finished = now_iso()
 
     def record(attack, tm, norm, eps, robust, **extra) -> dict[str, Any]:
-        return record_from_counts(
+        rec = record_from_counts(
             meta,
             attack=attack,
             threat_model=tm,
@@ -130,6 +131,7 @@ def build_records(
             **protocol_fields(clean, robust, k),
             **extra,
         )
+        return attach(rec, result.indices, clean[HEADLINE], robust[HEADLINE])
 
     records, robust_of = [], {}
     for o in result.outcomes:
