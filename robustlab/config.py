@@ -9,29 +9,24 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 # Keys that do not change what a cell computes.
-_NON_SEMANTIC = ("output_dir", "hydra", "logger")
+_NON_SEMANTIC = ("output_dir", "hydra", "logger", "seeds")
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 
-def config_hash(cfg: DictConfig | dict[str, Any], keys: tuple[str, ...] | None = None) -> str:
-    """SHA-256 (first 16 hex) of the resolved config, restricted to ``keys`` when given."""
+def config_hash(
+    cfg: DictConfig | dict[str, Any],
+    keys: tuple[str, ...] | None = None,
+    drop: tuple[str, ...] = (),
+) -> str:
+    """SHA-256 (first 16 hex) of the resolved config, restricted to ``keys`` when given, without
+    the top-level keys ``drop`` (``drop=("seed",)``: what cells differing only by seed share)."""
     data = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
     if keys is not None:
         data = {k: data.get(k) for k in keys}
     else:
-        data = {k: v for k, v in data.items() if k not in _NON_SEMANTIC}
+        data = {k: v for k, v in data.items() if k not in (*_NON_SEMANTIC, *drop)}
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _when(value: Any, members: Any, then: Any) -> Any:
-    """``${rl.when:${defense.name},${grid.mi_defenses},${grid.mi_wrappers}}``: ``then`` if
-    ``value`` is one of ``members``, else an empty list (per-cell choices inside one sweep)."""
-    return then if value in list(members) else []
-
-
-if not OmegaConf.has_resolver("rl.when"):
-    OmegaConf.register_new_resolver("rl.when", _when)

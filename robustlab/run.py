@@ -7,6 +7,7 @@ compose cfg -> plan (every check, before any data is read) -> train through the 
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from robustlab.cache import checkpoint_path, is_worker_rank, training_lock
@@ -28,7 +29,11 @@ from robustlab.loggers import build_loggers
 from robustlab.models.loading import load_weights
 from robustlab.paths import CONF_SEARCH_PATH
 from robustlab.plan import CellPlan, ConfigError, TrainingJob, build_plan
+from robustlab.plan.checks import check_seeds
 from robustlab.plugins import add_plugins_from_environment
+from robustlab.results.compare import summary
+from robustlab.results.report import dedupe
+from robustlab.results.store import scan_records
 from robustlab.results.versions import library_versions
 from robustlab.resume import completed_records, discard_partial, mark_complete
 from robustlab.spellings import check_spellings
@@ -36,8 +41,36 @@ from robustlab.training import build_defense, ensure_trained, fit, load_cached
 
 
 def run(cfg: DictConfig) -> list[dict]:
-    """Plan and run one cell; return its records."""
-    return execute(build_plan(cfg))
+    """Plan and run one cell, or one per seed of ``seeds``; return the records."""
+    return execute_all(cfg, plan_all(cfg))
+
+
+def plan_all(cfg: DictConfig) -> list[CellPlan]:
+    """The plan of the cell, or of each seed's cell (``output_dir/seed_S``), all checked before
+    any runs."""
+    seeds = check_seeds(cfg)
+    if not seeds:
+        return [build_plan(cfg)]
+    plans = []
+    for seed in seeds:
+        one = copy.deepcopy(cfg)
+        with open_dict(one):
+            one.seed, one.seeds = int(seed), None
+            one.output_dir = str(Path(cfg.output_dir) / f"seed_{seed}")
+        plans.append(build_plan(one))
+    return plans
+
+
+def execute_all(cfg: DictConfig, plans: list[CellPlan]) -> list[dict]:
+    """Execute the plans; after several seeds or with ``eval.compare_with``, print the spread over
+    seeds and the paired comparisons with each baseline (read back from the run directory)."""
+    records = [r for plan in plans for r in execute(plan)]
+    baselines = list(cfg.eval.get("compare_with") or [])
+    if (len(plans) > 1 or baselines) and not is_worker_rank():
+        text = summary(dedupe(scan_records(Path(cfg.output_dir)))[0], baselines)
+        if text:
+            print(text)
+    return records
 
 
 def execute(plan: CellPlan) -> list[dict]:
@@ -83,6 +116,7 @@ def build_evaluator(plan: CellPlan, datamodule, loggers) -> Evaluator:
         "model": cfg.model.name,
         "defense": plan.recorded_defense,
         "seed": plan.seed,
+        "seed_group": config_hash(cfg, drop=("seed",)),
         "versions": library_versions(),
     }
     return Evaluator(
@@ -122,7 +156,11 @@ def evaluate_baseline(job: TrainingJob, evaluator: Evaluator, datamodule) -> lis
     budget, evaluated with the same attacks and wrappers, recorded under its own defense name."""
     baseline = build_defense(job, instantiate(job.config.model))
     load_cached(baseline, ensure_trained(job))
-    meta = {"defense": job.defense, "config_hash": config_hash(job.config)}
+    meta = {
+        "defense": job.defense,
+        "config_hash": config_hash(job.config),
+        "seed_group": config_hash(job.config, drop=("seed",)),
+    }
     return evaluate_loaded(job.config, evaluator, datamodule, baseline.net, baseline, meta)
 
 
@@ -184,10 +222,10 @@ def _hydra_main(cfg: DictConfig) -> None:
     job_num = runtime.job.num if runtime.mode == RunMode.MULTIRUN else None
     pin_gpu(cfg, job_num, torch.cuda.device_count())
     try:
-        plan = build_plan(cfg)
+        plans = plan_all(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         fail(err)
-    execute(plan)
+    execute_all(cfg, plans)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from robustlab.run import run
 
-# outcomes_key hashes config_hash, which holds the (temporary) cache directory
+# outcomes_key and seed_group hash the config, which holds the (temporary) cache directory
 VOLATILE = {
     "run_id",
     "started",
@@ -21,6 +21,7 @@ VOLATILE = {
     "versions",
     "config_hash",
     "outcomes_key",
+    "seed_group",
 }
 FIXTURE = Path(__file__).parent / "fixtures" / "pinned_cell_records.json"
 CELL = (

@@ -54,6 +54,16 @@ def check_linf_eps(where: str, eps: Any) -> None:
             )
 
 
+def check_seeds(cfg: DictConfig) -> list[int]:
+    """``seeds``: null or a list of distinct non-negative integers."""
+    seeds = check_list("seeds", cfg.get("seeds"), "[0,1,2]")
+    for s in seeds:
+        check_int("seeds[]", s, low=0)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds={seeds} repeats a seed: each seed runs once")
+    return [int(s) for s in seeds]
+
+
 def check_run(cfg: DictConfig) -> None:
     """mode, ckpt, seed, threads, epochs and warm-up."""
     if cfg.mode not in MODES:
@@ -63,6 +73,7 @@ def check_run(cfg: DictConfig) -> None:
     if cfg.mode == "train" and cfg.get("ckpt"):
         raise ConfigError(f"ckpt={cfg.ckpt} is only read with mode=eval; add mode=eval or drop it")
     check_int("seed", cfg.seed, low=0)
+    check_seeds(cfg)
     check_int("torch_threads", cfg.get("torch_threads"), allow_none=True)
     epochs = check_int("trainer.max_epochs", cfg.trainer.get("max_epochs"))
     warmup = check_int("defense.warmup_epochs", cfg.defense.get("warmup_epochs") or 0, low=0)

@@ -78,6 +78,7 @@ class Record:
     versions: dict[str, str] = field(default_factory=dict)
     started: str = ""
     finished: str = ""
+    seed_group: str = ""  # hash of the config without the seed: records that differ only by seed
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -121,6 +122,7 @@ def record_from_counts(
         **{k: meta[k] for k in META_KEYS},
         versions=meta.get("versions", {}),
         started=meta.get("started", ""),
+        seed_group=meta.get("seed_group", ""),
         attack=attack,
         threat_model=threat_model,
         norm=norm,

@@ -12,6 +12,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from robustlab.results.compare import (
+    COMPARISON_HEADER,
+    Comparison,
+    compare,
+    comparison_columns,
+    fmt_spread,
+    seed_rows,
+)
 from robustlab.results.record import REQUIRED_FIELDS, WORST_CASE
 from robustlab.results.store import scan_records
 from robustlab.results.table import fmt_acc, fmt_eps, fmt_protocols, format_flags_banner, interval
@@ -153,7 +161,7 @@ def cell_text(grid: Grid, row: str, col: str) -> str:
     rec = grid.cells.get((row, col))
     if rec is None:
         return ""
-    text = fmt_acc(rec)
+    text = fmt_spread(rec["seed_spread"]["robust"]) if "seed_spread" in rec else fmt_acc(rec)
     if col == WORST_COLUMN:
         text += f" @{fmt_eps(rec['eps'])} {rec['threat_model']}"
     if "score_draws" in rec:
@@ -169,7 +177,9 @@ def markdown(grid: Grid) -> str:
     for row in grid.rows:
         clean = grid.clean[row]
         protocols = f" ({fmt_protocols(clean, 'clean')})" if "score_draws" in clean else ""
-        cells = [row, fmt_acc(clean, "clean") + protocols]
+        spread = clean.get("seed_spread")
+        shown = fmt_spread(spread["clean"]) if spread else fmt_acc(clean, "clean")
+        cells = [row, shown + protocols]
         cells += [cell_text(grid, row, c) for c in grid.cols]
         lines.append("| " + " | ".join(cells) + " |")
     flagged = [(k, r) for k, r in grid.cells.items() if r.get("sanity_flags")]
@@ -180,6 +190,88 @@ def markdown(grid: Grid) -> str:
     if grid.shadowed:
         note = f"Note: {grid.shadowed} record(s) share a cell with a later one of another config"
         lines += ["", note + " (e.g. seed); only report.csv lists them."]
+    return "\n".join(lines)
+
+
+def over_seeds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per cell: a cell run with several seeds becomes its latest record carrying the
+    mean accuracies and ``seed_spread`` (mean, sd, min, max, n of clean and robust)."""
+    out = []
+    for row in seed_rows(records):
+        latest = max(row.records.values(), key=lambda r: str(r["finished"]))
+        if len(row.records) == 1:
+            out.append(latest)
+            continue
+        spread = {which: row.stats(which) for which in ("clean", "robust")}
+        out.append(
+            {
+                **latest,
+                "clean_acc": spread["clean"]["mean"],
+                "robust_acc": spread["robust"]["mean"],
+                "seed_spread": spread,
+            }
+        )
+    return out
+
+
+def annotate(records: list[dict[str, Any]], comparisons: list[Comparison]) -> None:
+    """Give each record its cell's seed spread and its comparison with the baseline (for
+    report.csv: ``seed_spread.*`` and ``vs_baseline.*`` columns)."""
+    for row in seed_rows(records):
+        if len(row.records) > 1:
+            spread = {which: row.stats(which) for which in ("clean", "robust")}
+            for r in row.records.values():
+                r["seed_spread"] = spread
+    by_cell = {tuple(str(c.key[k]) for k in c.key): c for c in comparisons}
+    for r in records:
+        c = by_cell.get(
+            tuple(
+                str(r[k])
+                for k in (
+                    "dataset",
+                    "model",
+                    "defense",
+                    "inference",
+                    "attack",
+                    "threat_model",
+                    "norm",
+                    "eps",
+                )
+            )
+        )
+        if c is None:
+            continue
+        r["vs_baseline"] = {
+            "baseline": c.baseline,
+            "seeds": len(c.robust.per_seed),
+            "delta_clean": c.clean.delta,
+            "delta_clean_ci": list(c.clean.ci),
+            "delta_robust": c.robust.delta,
+            "delta_robust_ci": list(c.robust.ci),
+            "significant": c.robust.significant,
+            "p_mcnemar_per_seed": c.p_values,
+        }
+
+
+def comparison_markdown(comparisons: list[Comparison], baseline: str, problems) -> str:
+    """The "vs baseline" table of every dataset."""
+    lines = [
+        f"## vs {baseline}",
+        "",
+        f"Paired on the same test points: delta = defense - {baseline} in percent points with its "
+        "95% interval (Newcombe's paired interval for one seed; over several seeds the mean with "
+        "a t interval on the seeds); * = the interval excludes 0; p = exact McNemar per seed.",
+    ]
+    by_dataset: dict[str, list[Comparison]] = defaultdict(list)
+    for c in comparisons:
+        by_dataset[c.key["dataset"]].append(c)
+    for dataset, rows in sorted(by_dataset.items()):
+        lines += ["", f"### {dataset}", "", "| " + " | ".join(COMPARISON_HEADER) + " |"]
+        lines.append("|" + "---|" * len(COMPARISON_HEADER))
+        lines += ["| " + " | ".join(comparison_columns(c)) + " |" for c in rows]
+    if not comparisons:
+        lines += ["", f"No record pairs with {baseline} (same dataset, model, attack and seed)."]
+    lines += [f"- not paired: {p}" for p in problems]
     return "\n".join(lines)
 
 
@@ -212,6 +304,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dir", type=Path, help="directory searched recursively for records.jsonl")
     parser.add_argument("--out", type=Path, help="where to write the report (default: DIR)")
     parser.add_argument("--threat-model", help="keep only records of this threat model")
+    parser.add_argument(
+        "--baseline",
+        help="a defense to pair every other defense with, on the same test points (e.g. pgd_at)",
+    )
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         parser.exit(2, f"robustlab-report: {args.dir} is not a directory\n")
@@ -227,8 +323,17 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or args.dir
     out.mkdir(parents=True, exist_ok=True)
 
+    if args.baseline and not any(r["defense"] == args.baseline for r in records):
+        defenses = sorted({r["defense"] for r in records})
+        parser.exit(
+            2,
+            f"robustlab-report: --baseline {args.baseline} has no records; "
+            f"defenses here: {defenses}\n",
+        )
+    comparisons, problems = compare(records, args.baseline) if args.baseline else ([], [])
+    annotate(records, comparisons)
     by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
+    for r in over_seeds(records):
         by_dataset[r["dataset"]].append(r)
     grids = [build_grid(d, recs) for d, recs in sorted(by_dataset.items())]
     cells = len({(r["config_hash"], r["inference"]) for r in records})
@@ -237,8 +342,14 @@ def main(argv: list[str] | None = None) -> None:
     head.append(f"{len(records)} records, {cells} cells, generated {now}.")
     if dropped:
         head.append(f"{dropped} duplicate record(s) from reruns dropped (latest `finished` kept).")
-    head.append("Accuracies in percent with 95% Wilson intervals.")
-    text = "\n\n".join(["\n".join(head), *map(markdown, grids)]) + "\n"
+    head.append(
+        "Accuracies in percent with 95% Wilson intervals; a cell run with several seeds shows "
+        "mean ± sd [min, max] x seeds."
+    )
+    sections = [markdown(g) for g in grids]
+    if args.baseline:
+        sections.append(comparison_markdown(comparisons, args.baseline, problems))
+    text = "\n\n".join(["\n".join(head), *sections]) + "\n"
 
     written = [out / "report.md", out / "report.csv"]
     written[0].write_text(text, encoding="utf-8")

@@ -1,0 +1,95 @@
+"""Seeds as an axis and paired comparisons with a baseline: aggregation on hand-made records, and
+an end-to-end digits run with seeds=[0,1] and compare_with=[erm] read back by the report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from records_fixture import make_record
+
+from robustlab.results.compare import fmt_spread, seed_rows
+from robustlab.results.outcomes import OUTCOMES_FILE, read_outcomes
+from robustlab.results.report import main as report_main
+from robustlab.results.report import over_seeds
+from robustlab.results.store import scan_records
+from robustlab.run import run
+
+
+def test_records_differing_only_by_seed_aggregate_to_mean_sd_min_max():
+    records = [
+        make_record(seed=s, robust_acc=acc, seed_group="g", config_hash=f"h{s}", finished=f"t{s}")
+        for s, acc in ((0, 0.40), (1, 0.45), (2, 0.50))
+    ]
+    other = make_record(seed=0, robust_acc=0.9, seed_group="other-budget", config_hash="x")
+    rows = seed_rows([*records, other])
+    assert sorted(len(r.records) for r in rows) == [1, 3]
+    three = next(r for r in rows if len(r.records) == 3)
+    stats = three.stats("robust")
+    assert stats["mean"] == pytest.approx(0.45) and stats["sd"] == pytest.approx(0.05)
+    assert (stats["min"], stats["max"], stats["n"]) == (0.40, 0.50, 3)
+    assert fmt_spread(stats) == "45.0 ± 5.0 [40.0, 50.0] x3"
+    shown = over_seeds([*records, other])
+    assert sorted(r["robust_acc"] for r in shown) == pytest.approx([0.45, 0.9])
+    assert next(r for r in shown if "seed_spread" in r)["seed"] == 2  # the latest seed's record
+
+
+def test_a_rerun_of_one_seed_keeps_only_its_latest_record():
+    old = make_record(seed=0, robust_acc=0.1, seed_group="g", finished="2024-01-01")
+    new = make_record(seed=0, robust_acc=0.2, seed_group="g", finished="2024-02-01")
+    (row,) = seed_rows([old, new])
+    assert row.values("robust") == [0.2]
+
+
+def test_seeds_and_compare_with_print_and_report_paired_rows(compose_cfg, tmp_path, capsys):
+    cfg = compose_cfg(
+        "defense=pgd_at",
+        "seeds=[0,1]",
+        "eval.compare_with=[erm]",
+        "trainer.max_epochs=3",
+        "dataset.train_limit=400",
+        "eval.n_examples=60",
+        "attack=[fgsm,pgd]",
+        "attack.pgd.steps=5",
+        f"cache.dir={tmp_path / 'cache'}",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        "torch_threads=1",
+    )
+    records = run(cfg)
+    out = capsys.readouterr().out
+    assert {r["seed"] for r in records} == {0, 1}
+    assert {r["defense"] for r in records} == {"pgd_at", "erm"}
+    assert "Over seeds" in out and "vs erm, paired on the same test points" in out
+    assert "0,1" in out  # both seeds in the spread rows
+
+    run_dir = tmp_path  # compose_cfg's output_dir
+    for seed in (0, 1):
+        cell = run_dir / f"seed_{seed}"
+        outcomes = read_outcomes(cell / OUTCOMES_FILE)
+        for rec in scan_records(cell):
+            o = outcomes[rec["outcomes_key"]]
+            assert len(o.index) == rec["n_examples"] == 60
+            assert int(o.robust.sum()) == rec["n_robust"]
+            assert int(o.clean.sum()) == rec["n_clean_correct"]
+            assert not np.any(o.robust & ~o.clean)
+
+    report_main([str(run_dir), "--baseline", "erm", "--out", str(tmp_path / "report")])
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## vs erm" in report and "| pgd_at | plain | pgd | adaptive | 0.2 | 2 |" in report
+    assert " x2 " in report  # mean ± sd over the two seeds in the main table
+    header = (tmp_path / "report" / "report.csv").read_text().splitlines()[0]
+    assert "vs_baseline.delta_robust" in header and "seed_spread.robust.mean" in header
+
+
+def test_report_refuses_a_baseline_with_no_records(tmp_path, capsys):
+    from records_fixture import sweep
+
+    from robustlab.results.store import append_records
+
+    for sub, recs in sweep().items():
+        append_records(tmp_path / sub / "records.jsonl", recs)
+    with pytest.raises(SystemExit) as exit_:
+        report_main([str(tmp_path), "--baseline", "nope"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--baseline nope has no records" in err[0]
