@@ -93,3 +93,22 @@ def test_report_refuses_a_baseline_with_no_records(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--baseline nope has no records" in err[0]
+
+
+def test_eps_curves_and_heatmap_carry_the_seed_spread(tmp_path):
+    from robustlab.results.figures import plot_eps_curves, plot_heatmap
+    from robustlab.results.report import curve_point
+
+    records = [
+        make_record(seed=s, eps=eps, robust_acc=acc, seed_group="g", config_hash=f"h{s}")
+        for s, accs in ((0, (0.5, 0.2)), (1, (0.6, 0.3)))
+        for eps, acc in zip((0.1, 0.2), accs)
+    ]
+    points = sorted(curve_point(r) for r in over_seeds(records))
+    assert points[0] == pytest.approx((0.1, 55.0, 50.0, 60.0))
+    assert points[1] == pytest.approx((0.2, 25.0, 20.0, 30.0))
+    single = curve_point(make_record(eps=0.1, robust_acc=0.4))
+    assert single == pytest.approx((0.1, 40.0, 40.0, 40.0))
+    assert plot_eps_curves(tmp_path / "c.png", {"erm": points}, "t").stat().st_size > 0
+    heat = plot_heatmap(tmp_path / "h.png", ["erm"], ["clean", "pgd"], [[90, 40]], "t", [[1, None]])
+    assert heat.stat().st_size > 0

@@ -9,6 +9,7 @@ wrapper, attack, threat model, norm, eps and seed, through their per-example out
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from statistics import mean, stdev
 from typing import Any
@@ -111,15 +112,41 @@ class Comparison:
 
 
 def compare(records: list[dict[str, Any]], baseline: str) -> tuple[list[Comparison], list[str]]:
-    """Every other defense's records paired with ``baseline``'s; also the reasons of the pairs
-    that could not be made (one line each), e.g. records of different test points."""
-    base = {tuple(str(r[k]) for k in MATCH): r for r in records if r["defense"] == baseline}
+    """Every other row's records paired with ``baseline``'s; also the reasons of the pairs that
+    could not be made (one line each), e.g. records of different test points.
+
+    ``baseline`` is a defense (``pgd_at``: pairs each wrapper and threat model with the same one
+    of that defense) or a defense and wrapper (``mixup+plain``: pairs every other wrapper with
+    that one, on the baseline's own threat model when it has only one, e.g. MI-OL's oblivious and
+    adaptive rows both against plain mixup's adaptive row).
+    """
+    defense, _, inference = baseline.partition("+")
+
+    def is_base(r) -> bool:
+        return r["defense"] == defense and (not inference or r["inference"] == inference)
+
+    base: dict[tuple, dict[str, Any]] = {}
+    threats: dict[tuple, set] = defaultdict(set)
+    for r in filter(is_base, records):
+        where = tuple(str(r[k]) for k in MATCH if k not in ("inference", "threat_model"))
+        base[(*where, r["inference"], r["threat_model"])] = r
+        threats[(*where, r["inference"])].add(r["threat_model"])
+
+    def counterpart(rec) -> dict[str, Any] | None:
+        where = tuple(str(rec[k]) for k in MATCH if k not in ("inference", "threat_model"))
+        wrapper = inference or rec["inference"]
+        found = base.get((*where, wrapper, rec["threat_model"]))
+        only = threats.get((*where, wrapper), set())
+        if found is None and inference and len(only) == 1:
+            found = base.get((*where, wrapper, next(iter(only))))
+        return found
+
     comparisons, problems = [], []
-    for row in seed_rows([r for r in records if r["defense"] != baseline]):
+    for row in seed_rows([r for r in records if not is_base(r)]):
         clean: dict[int, PairedDifference] = {}
         robust: dict[int, PairedDifference] = {}
         for seed, rec in row.records.items():
-            other = base.get(tuple(str(rec[k]) for k in MATCH))
+            other = counterpart(rec)
             if other is None:
                 continue
             try:

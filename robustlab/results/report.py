@@ -78,7 +78,7 @@ class Grid:
     cols: list[str] = field(default_factory=list)
     cells: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     clean: dict[str, dict[str, Any]] = field(default_factory=dict)
-    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    curves: dict[str, list[tuple[float, float, float, float]]] = field(default_factory=dict)
     shadowed: int = 0
 
     def put(self, row: str, col: str, rec: dict[str, Any]) -> None:
@@ -126,7 +126,7 @@ def build_grid(dataset: str, records: list[dict[str, Any]]) -> Grid:
         if row not in grid.clean or str(r["finished"]) > str(grid.clean[row]["finished"]):
             grid.clean[row] = r
         curve = f"{row}: {r['attack']} {r['norm']} {r['threat_model']}"
-        grid.curves.setdefault(curve, []).append((float(r["eps"]), 100 * float(r["robust_acc"])))
+        grid.curves.setdefault(curve, []).append(curve_point(r))
         if r["attack"] != WORST_CASE:
             col = col_of(r)
             order[col] = (r["attack"], r["norm"], float(r["eps"]), r["threat_model"] != "oblivious")
@@ -134,8 +134,17 @@ def build_grid(dataset: str, records: list[dict[str, Any]]) -> Grid:
     grid.rows = sorted(grid.clean)
     grid.cols = sorted(order, key=order.__getitem__)
     _place_worst(grid, [r for r in records if r["attack"] == WORST_CASE], row_of)
-    grid.curves = {k: v for k, v in grid.curves.items() if len({e for e, _ in v}) > 1}
+    grid.curves = {k: v for k, v in grid.curves.items() if len({p[0] for p in v}) > 1}
     return grid
+
+
+def curve_point(r: dict[str, Any]) -> tuple[float, float, float, float]:
+    """(eps, robust %, low, high): low and high are the min and max over seeds (else the value)."""
+    spread = r.get("seed_spread", {}).get("robust")
+    value = 100 * float(r["robust_acc"])
+    if spread is None:
+        return (float(r["eps"]), value, value, value)
+    return (float(r["eps"]), value, 100 * spread["min"], 100 * spread["max"])
 
 
 def _place_worst(grid: Grid, worst: list[dict[str, Any]], row_of) -> None:
@@ -290,8 +299,18 @@ def _figures(grid: Grid, out: Path) -> list[Path]:
         ]
         for row in grid.rows
     ]
-    title = f"{grid.dataset}: accuracy (%)"
-    paths = [plot_heatmap(out / f"heatmap_{stem}.png", grid.rows, cols, values, title)]
+
+    def sd(rec: dict[str, Any] | None, which: str) -> float | None:
+        spread = (rec or {}).get("seed_spread")
+        return None if spread is None else 100 * spread[which]["sd"]
+
+    spreads = [
+        [sd(grid.clean[row], "clean")] + [sd(grid.cells.get((row, c)), "robust") for c in grid.cols]
+        for row in grid.rows
+    ]
+    title = f"{grid.dataset}: accuracy (%), mean ± sd over seeds where several"
+    heatmap = plot_heatmap(out / f"heatmap_{stem}.png", grid.rows, cols, values, title, spreads)
+    paths = [heatmap]
     if grid.curves:
         title = f"{grid.dataset}: robust accuracy against eps"
         paths.append(plot_eps_curves(out / f"eps_curve_{stem}.png", grid.curves, title))
@@ -306,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threat-model", help="keep only records of this threat model")
     parser.add_argument(
         "--baseline",
-        help="a defense to pair every other defense with, on the same test points (e.g. pgd_at)",
+        help="pair every other row with this defense (pgd_at) or defense+wrapper (mixup+plain), "
+        "on the same test points",
     )
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
@@ -323,7 +343,10 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or args.dir
     out.mkdir(parents=True, exist_ok=True)
 
-    if args.baseline and not any(r["defense"] == args.baseline for r in records):
+    base_defense, _, base_inference = (args.baseline or "").partition("+")
+    if args.baseline and not any(
+        r["defense"] == base_defense and base_inference in ("", r["inference"]) for r in records
+    ):
         defenses = sorted({r["defense"] for r in records})
         parser.exit(
             2,
