@@ -37,6 +37,10 @@ class SeedRow:
     def values(self, which: str) -> list[float]:
         return [float(self.records[s][f"{which}_acc"]) for s in self.seeds]
 
+    def spread(self) -> dict[str, dict[str, float]]:
+        """``stats`` of clean and robust accuracy."""
+        return {which: self.stats(which) for which in ("clean", "robust")}
+
     def stats(self, which: str) -> dict[str, float]:
         v = self.values(which)
         sd = stdev(v) if len(v) > 1 else 0.0

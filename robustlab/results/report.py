@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlab.results.compare import (
+    CELL,
     COMPARISON_HEADER,
     Comparison,
     compare,
@@ -211,7 +212,7 @@ def over_seeds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(row.records) == 1:
             out.append(latest)
             continue
-        spread = {which: row.stats(which) for which in ("clean", "robust")}
+        spread = row.spread()
         out.append(
             {
                 **latest,
@@ -228,26 +229,11 @@ def annotate(records: list[dict[str, Any]], comparisons: list[Comparison]) -> No
     report.csv: ``seed_spread.*`` and ``vs_baseline.*`` columns)."""
     for row in seed_rows(records):
         if len(row.records) > 1:
-            spread = {which: row.stats(which) for which in ("clean", "robust")}
             for r in row.records.values():
-                r["seed_spread"] = spread
-    by_cell = {tuple(str(c.key[k]) for k in c.key): c for c in comparisons}
+                r["seed_spread"] = row.spread()
+    by_cell = {tuple(str(c.key[k]) for k in CELL): c for c in comparisons}
     for r in records:
-        c = by_cell.get(
-            tuple(
-                str(r[k])
-                for k in (
-                    "dataset",
-                    "model",
-                    "defense",
-                    "inference",
-                    "attack",
-                    "threat_model",
-                    "norm",
-                    "eps",
-                )
-            )
-        )
+        c = by_cell.get(tuple(str(r[k]) for k in CELL))
         if c is None:
             continue
         r["vs_baseline"] = {
