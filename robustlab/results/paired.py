@@ -12,7 +12,9 @@ got right. The statistics use that pairing:
   phi correlation of the pairs; it stays inside [-1, 1] and keeps its coverage for small n;
 - over seeds: the mean of the per-seed differences with a Student-t 95% interval on the seeds
   (n_seeds - 1 degrees of freedom), which carries the training-to-training spread that a single
-  pairing cannot see; with one seed, that seed's paired interval.
+  pairing cannot see, widened where needed to the mean of the per-seed paired intervals (seeds
+  that happen to agree exactly would otherwise give a zero-width interval although each pairing
+  has its sampling error); with one seed, that seed's paired interval.
 
 A difference is significant when its interval excludes 0.
 """
@@ -119,4 +121,7 @@ def combine_seeds(per_seed: dict[int, PairedDifference]) -> SeedCombined:
         return SeedCombined(dict(per_seed), only.delta, only.ci)
     centre, spread = mean(deltas), stdev(deltas)
     half = float(stats.t.ppf(0.975, len(deltas) - 1)) * spread / math.sqrt(len(deltas))
-    return SeedCombined(dict(per_seed), centre, (centre - half, centre + half))
+    below = mean(d.delta - d.ci[0] for d in per_seed.values())
+    above = mean(d.ci[1] - d.delta for d in per_seed.values())
+    ci = (max(-1.0, centre - max(half, below)), min(1.0, centre + max(half, above)))
+    return SeedCombined(dict(per_seed), centre, ci)
