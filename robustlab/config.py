@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 # Keys that do not change what a cell computes.
 _NON_SEMANTIC = ("output_dir", "hydra", "logger", "seeds")
@@ -16,17 +17,21 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 
-def config_hash(
-    cfg: DictConfig | dict[str, Any],
-    keys: tuple[str, ...] | None = None,
-    drop: tuple[str, ...] = (),
-) -> str:
-    """SHA-256 (first 16 hex) of the resolved config, restricted to ``keys`` when given, without
-    the top-level keys ``drop`` (``drop=("seed",)``: what cells differing only by seed share)."""
+def config_hash(cfg: DictConfig | dict[str, Any], keys: tuple[str, ...] | None = None) -> str:
+    """SHA-256 (first 16 hex) of the resolved config, restricted to ``keys`` when given."""
     data = to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
     if keys is not None:
         data = {k: data.get(k) for k in keys}
     else:
-        data = {k: v for k, v in data.items() if k not in (*_NON_SEMANTIC, *drop)}
+        data = {k: v for k, v in data.items() if k not in _NON_SEMANTIC}
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def seed_group(cfg: DictConfig) -> str:
+    """The hash cells differing only by seed share: the config hashed with ``seed`` set to 0
+    before resolution, so values interpolated from it (``defense.seed: ${seed}``) match too."""
+    same = copy.deepcopy(cfg)
+    with open_dict(same):
+        same.seed = 0
+    return config_hash(same)

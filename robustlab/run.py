@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from robustlab.cache import checkpoint_path, is_worker_rank, training_lock
-from robustlab.config import config_hash
+from robustlab.config import config_hash, seed_group
 from robustlab.devices import pin_gpu
 from robustlab.evaluation.callback import RobustEvaluation, split_tensors
 from robustlab.evaluation.evaluator import Evaluator
@@ -116,7 +116,7 @@ def build_evaluator(plan: CellPlan, datamodule, loggers) -> Evaluator:
         "model": cfg.model.name,
         "defense": plan.recorded_defense,
         "seed": plan.seed,
-        "seed_group": config_hash(cfg, drop=("seed",)),
+        "seed_group": seed_group(cfg),
         "versions": library_versions(),
     }
     return Evaluator(
@@ -159,7 +159,7 @@ def evaluate_baseline(job: TrainingJob, evaluator: Evaluator, datamodule) -> lis
     meta = {
         "defense": job.defense,
         "config_hash": config_hash(job.config),
-        "seed_group": config_hash(job.config, drop=("seed",)),
+        "seed_group": seed_group(job.config),
     }
     return evaluate_loaded(job.config, evaluator, datamodule, baseline.net, baseline, meta)
 

@@ -112,3 +112,13 @@ def test_eps_curves_and_heatmap_carry_the_seed_spread(tmp_path):
     assert plot_eps_curves(tmp_path / "c.png", {"erm": points}, "t").stat().st_size > 0
     heat = plot_heatmap(tmp_path / "h.png", ["erm"], ["clean", "pgd"], [[90, 40]], "t", [[1, None]])
     assert heat.stat().st_size > 0
+
+
+def test_seed_group_ignores_values_interpolated_from_the_seed(compose_cfg, tmp_path):
+    from robustlab.config import config_hash, seed_group
+
+    one, two = (compose_cfg("defense=translation", f"seed={s}") for s in (0, 1))
+    assert one.defense.seed != two.defense.seed  # translation's defense.seed is ${seed}
+    assert config_hash(one) != config_hash(two)
+    assert seed_group(one) == seed_group(two)
+    assert seed_group(one) != seed_group(compose_cfg("defense=translation", "trainer.max_epochs=7"))
