@@ -122,3 +122,13 @@ def test_seed_group_ignores_values_interpolated_from_the_seed(compose_cfg, tmp_p
     assert config_hash(one) != config_hash(two)
     assert seed_group(one) == seed_group(two)
     assert seed_group(one) != seed_group(compose_cfg("defense=translation", "trainer.max_epochs=7"))
+
+
+def test_protocol_accuracies_of_a_seed_aggregate_are_means_too():
+    records = [
+        make_record(seed=s, seed_group="g", config_hash=f"h{s}", finished=f"t{s}")
+        | {"score_draws": 10, "robust_acc_one_draw": v, "clean_acc_one_draw": 0.9}
+        for s, v in ((0, 0.2), (1, 0.4))
+    ]
+    (shown,) = over_seeds(records)
+    assert shown["robust_acc_one_draw"] == pytest.approx(0.3)

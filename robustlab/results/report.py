@@ -205,7 +205,8 @@ def markdown(grid: Grid) -> str:
 
 def over_seeds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per cell: a cell run with several seeds becomes its latest record carrying the
-    mean accuracies and ``seed_spread`` (mean, sd, min, max, n of clean and robust)."""
+    mean accuracies (every protocol's) and ``seed_spread`` (mean, sd, min, max, n of clean and
+    robust)."""
     out = []
     for row in seed_rows(records):
         latest = max(row.records.values(), key=lambda r: str(r["finished"]))
@@ -213,9 +214,16 @@ def over_seeds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append(latest)
             continue
         spread = row.spread()
+        protocols = {  # one-draw and majority-of-k accuracies of randomized predictors: means too
+            k: sum(float(r[k]) for r in row.records.values()) / len(row.records)
+            for k in latest
+            if k.startswith(("clean_acc_", "robust_acc_"))
+            and all(k in r for r in row.records.values())
+        }
         out.append(
             {
                 **latest,
+                **protocols,
                 "clean_acc": spread["clean"]["mean"],
                 "robust_acc": spread["robust"]["mean"],
                 "seed_spread": spread,
