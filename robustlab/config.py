@@ -34,4 +34,5 @@ def seed_group(cfg: DictConfig) -> str:
     same = copy.deepcopy(cfg)
     with open_dict(same):
         same.seed = 0
+        same.cache = None  # where trained weights are kept does not change them
     return config_hash(same)

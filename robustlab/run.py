@@ -33,7 +33,7 @@ from robustlab.plan.checks import check_seeds
 from robustlab.plugins import add_plugins_from_environment
 from robustlab.results.compare import summary
 from robustlab.results.report import dedupe
-from robustlab.results.store import scan_records
+from robustlab.results.store import RECORDS_FILE, read_records
 from robustlab.results.versions import library_versions
 from robustlab.resume import completed_records, discard_partial, mark_complete
 from robustlab.spellings import check_spellings
@@ -61,13 +61,21 @@ def plan_all(cfg: DictConfig) -> list[CellPlan]:
     return plans
 
 
+def plan_records(out: Path) -> list[dict]:
+    """The records a cell wrote (tagged with ``_source`` for their per-example outcomes); not
+    those of other runs elsewhere under the same root."""
+    path = out / RECORDS_FILE
+    return [{**r, "_source": str(path)} for r in read_records(path)] if path.exists() else []
+
+
 def execute_all(cfg: DictConfig, plans: list[CellPlan]) -> list[dict]:
     """Execute the plans; after several seeds or with ``eval.compare_with``, print the spread over
     seeds and the paired comparisons with each baseline (read back from the run directory)."""
     records = [r for plan in plans for r in execute(plan)]
     baselines = list(cfg.eval.get("compare_with") or [])
     if (len(plans) > 1 or baselines) and not is_worker_rank():
-        text = summary(dedupe(scan_records(Path(cfg.output_dir)))[0], baselines)
+        written = [r for plan in plans for r in plan_records(plan.output_dir)]
+        text = summary(dedupe(written)[0], baselines)
         if text:
             print(text)
     return records

@@ -104,18 +104,18 @@ def test_seeds_combine_to_a_t_interval_and_one_seed_keeps_its_own():
     assert one.delta == pytest.approx(0.1) and one.ci == diff(10).ci
     three = combine_seeds({0: diff(8), 1: diff(10), 2: diff(12)})
     assert three.delta == pytest.approx(0.1)
-    # t(0.975, 2) = 4.303, sd 0.02, sqrt(3): half width 0.0497, widened to the mean of the
-    # per-seed paired intervals where those are wider
+    # t(0.975, 2) = 4.303, sd 0.02, sqrt(3): half width 0.0497, added in quadrature to the mean
+    # per-seed paired half-widths (the seeds share their test points)
     per_seed = [diff(k) for k in (8, 10, 12)]
-    below = max(0.04968, sum(d.delta - d.ci[0] for d in per_seed) / 3)
-    above = max(0.04968, sum(d.ci[1] - d.delta for d in per_seed) / 3)
-    assert three.ci == pytest.approx((0.1 - below, 0.1 + above), abs=1e-4)
-    spread = combine_seeds({0: diff(2), 1: diff(10), 2: diff(18)})  # seeds disagree: t wins
-    assert spread.ci[1] - spread.delta == pytest.approx(4.3027 * 0.08 / 3**0.5, abs=1e-3)
+    below = sum(d.delta - d.ci[0] for d in per_seed) / 3
+    above = sum(d.ci[1] - d.delta for d in per_seed) / 3
+    t_half = 4.3027 * 0.02 / 3**0.5
+    expected = (0.1 - (t_half**2 + below**2) ** 0.5, 0.1 + (t_half**2 + above**2) ** 0.5)
+    assert three.ci == pytest.approx(expected, abs=1e-4)
     assert three.significant
     assert not combine_seeds({0: diff(0), 1: diff(10)}).significant
     same = combine_seeds({0: diff(0), 1: diff(0), 2: diff(0)})  # identical seeds: sd 0
-    assert same.ci == pytest.approx(diff(0).ci)  # no narrower than one seed's own interval
+    assert same.ci == pytest.approx(diff(0).ci)  # sd 0: one seed's own interval
 
 
 @settings(max_examples=25, deadline=None)

@@ -75,10 +75,16 @@ def test_seeds_and_compare_with_print_and_report_paired_rows(compose_cfg, tmp_pa
 
     report_main([str(run_dir), "--baseline", "erm", "--out", str(tmp_path / "report")])
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "## vs erm" in report and "| pgd_at | plain | pgd | adaptive | 0.2 | 2 |" in report
+    assert "## vs erm" in report and "| pgd_at | plain | pgd | adaptive | 0.2 | 0,1 |" in report
     assert " x2 " in report  # mean ± sd over the two seeds in the main table
     header = (tmp_path / "report" / "report.csv").read_text().splitlines()[0]
     assert "vs_baseline.delta_robust" in header and "seed_spread.robust.mean" in header
+
+    cfg.seeds = [1]
+    capsys.readouterr()
+    run(cfg)  # complete: skipped; its summary reads only seed 1
+    again = capsys.readouterr().out
+    assert "vs erm" in again and "0,1" not in again
 
 
 def test_report_refuses_a_baseline_with_no_records(tmp_path, capsys):
@@ -132,3 +138,37 @@ def test_protocol_accuracies_of_a_seed_aggregate_are_means_too():
     ]
     (shown,) = over_seeds(records)
     assert shown["robust_acc_one_draw"] == pytest.approx(0.3)
+
+
+def written(tmp_path, sub, defense, robust, *, config, points="p", seed=0):
+    """A record of ``defense`` with per-example robust flags, written with its outcomes file."""
+    from robustlab.results.outcomes import append_outcomes, attach, split
+    from robustlab.results.store import append_records
+
+    flags = np.array(robust, bool)
+    rec = make_record(
+        defense=defense, seed=seed, config_hash=config, seed_group=config, robust_acc=0.5
+    ) | {"test_points": points}
+    attach(rec, np.arange(len(flags)), np.ones(len(flags), bool), flags)
+    append_outcomes(tmp_path / sub / OUTCOMES_FILE, split([rec]))
+    append_records(tmp_path / sub / "records.jsonl", [rec])
+
+
+def test_pairing_refuses_other_test_points_and_an_ambiguous_baseline(tmp_path):
+    from robustlab.results.compare import compare
+
+    written(tmp_path, "a", "miat", [1, 0, 1, 0], config="m")
+    written(tmp_path, "b", "pgd_at", [1, 1, 1, 0], config="short")
+    (one,), problems = compare(scan_records(tmp_path), "pgd_at")
+    assert problems == [] and one.robust.delta == pytest.approx(-0.25)
+    written(tmp_path, "c", "pgd_at", [0, 0, 0, 0], config="long")  # another budget
+    comparisons, problems = compare(scan_records(tmp_path), "pgd_at")
+    assert comparisons == [] and "configs match" in problems[0]
+    written(tmp_path, "a", "pgd_at", [0, 0, 1, 1], config="same-run")  # the cell's own baseline
+    (own,), problems = compare(scan_records(tmp_path), "pgd_at")
+    assert problems == [] and own.robust.delta == pytest.approx(0.0)
+
+    written(tmp_path / "x", "a", "miat", [1, 1], config="m", points="digits")
+    written(tmp_path / "x", "a", "pgd_at", [1, 0], config="p", points="other split")
+    comparisons, problems = compare(scan_records(tmp_path / "x"), "pgd_at")
+    assert comparisons == [] and "different test points" in problems[0]

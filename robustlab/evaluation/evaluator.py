@@ -5,6 +5,7 @@ Used by the Lightning callback after fit and by eval-only mode; rank 0 writes an
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,13 @@ def training_mismatch(predictor, defense: str, speak: bool) -> list[str]:
             file=sys.stderr,
         )
     return ["inference_expects_other_training"]
+
+
+def test_points(x: torch.Tensor, y: torch.Tensor) -> str:
+    """A fingerprint of the evaluated inputs and labels: records pair only on equal ones."""
+    digest = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(y.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def gather_shards(shard: ShardResult) -> list[ShardResult]:
@@ -107,6 +115,7 @@ class Evaluator:
             x, y = x[: self.n_examples], y[: self.n_examples]
         device = next(net.parameters()).device
         indices = torch.arange(len(x))[rank::world_size]
+        points = test_points(x, y)
         majority = int(torch.bincount(y.long().cpu()).max()) / len(y)
         records = []
         for inference_cfg in self.inferences:
@@ -128,7 +137,12 @@ class Evaluator:
                 progress=self.progress and rank == 0,
                 heavy_on_randomized=self.heavy_on_randomized,
             )
-            cell_meta = {**self.meta, **(meta or {}), "inference": predictor.name}
+            cell_meta = {
+                **self.meta,
+                **(meta or {}),
+                "inference": predictor.name,
+                "test_points": points,
+            }
             mismatch = training_mismatch(predictor, cell_meta["defense"], rank == 0)
             ours = build_records(
                 merge_shards(gather_shards(shard)),

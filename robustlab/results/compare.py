@@ -28,6 +28,7 @@ class SeedRow:
     """One cell's records over seeds."""
 
     key: dict[str, Any]
+    group: str = ""  # seed_group: the config up to the seed
     records: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> record
 
     @property
@@ -51,8 +52,10 @@ def seed_rows(records: list[dict[str, Any]]) -> list[SeedRow]:
     """Records grouped by cell and config up to the seed (the latest record per seed)."""
     rows: dict[tuple, SeedRow] = {}
     for r in records:
-        group = (*(str(r[k]) for k in CELL), str(r.get("seed_group") or r["config_hash"]))
-        row = rows.setdefault(group, SeedRow({k: r[k] for k in CELL}))
+        group = str(r.get("seed_group") or r["config_hash"])
+        row = rows.setdefault(
+            (*(str(r[k]) for k in CELL), group), SeedRow({k: r[k] for k in CELL}, group)
+        )
         seed = int(r["seed"])
         if seed not in row.records or str(r["finished"]) >= str(row.records[seed]["finished"]):
             row.records[seed] = r
@@ -109,51 +112,72 @@ class Comparison:
     baseline: str
     clean: SeedCombined
     robust: SeedCombined
+    group: str = ""  # the compared row's seed_group
 
     @property
     def p_values(self) -> list[float]:
-        return [d.p_value for d in self.robust.per_seed.values()]
+        """Robust-accuracy McNemar p-values, by seed."""
+        return [self.robust.per_seed[s].p_value for s in sorted(self.robust.per_seed)]
+
+    def per_seed_deltas(self, which: str = "robust") -> list[float]:
+        combined = getattr(self, which)
+        return [combined.per_seed[s].delta for s in sorted(combined.per_seed)]
 
 
 def compare(records: list[dict[str, Any]], baseline: str) -> tuple[list[Comparison], list[str]]:
     """Every other row's records paired with ``baseline``'s; also the reasons of the pairs that
-    could not be made (one line each), e.g. records of different test points.
+    could not be made (one line each): records of different test points (``test_points``
+    fingerprints differ), or a baseline that several configs in the directory could be.
 
     ``baseline`` is a defense (``pgd_at``: pairs each wrapper and threat model with the same one
     of that defense) or a defense and wrapper (``mixup+plain``: pairs every other wrapper with
     that one, on the baseline's own threat model when it has only one, e.g. MI-OL's oblivious and
-    adaptive rows both against plain mixup's adaptive row).
+    adaptive rows both against plain mixup's adaptive row). When a record's own run wrote a
+    baseline record (``eval.compare_with``), that one is its counterpart.
     """
     defense, _, inference = baseline.partition("+")
 
     def is_base(r) -> bool:
         return r["defense"] == defense and (not inference or r["inference"] == inference)
 
-    base: dict[tuple, dict[str, Any]] = {}
+    base: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     threats: dict[tuple, set] = defaultdict(set)
     for r in filter(is_base, records):
         where = tuple(str(r[k]) for k in MATCH if k not in ("inference", "threat_model"))
-        base[(*where, r["inference"], r["threat_model"])] = r
+        base[(*where, r["inference"], r["threat_model"])].append(r)
         threats[(*where, r["inference"])].add(r["threat_model"])
 
-    def counterpart(rec) -> dict[str, Any] | None:
+    def candidates(rec) -> list[dict[str, Any]]:
         where = tuple(str(rec[k]) for k in MATCH if k not in ("inference", "threat_model"))
         wrapper = inference or rec["inference"]
-        found = base.get((*where, wrapper, rec["threat_model"]))
+        found = base.get((*where, wrapper, rec["threat_model"]), [])
         only = threats.get((*where, wrapper), set())
-        if found is None and inference and len(only) == 1:
-            found = base.get((*where, wrapper, next(iter(only))))
+        if not found and inference and len(only) == 1:
+            found = base.get((*where, wrapper, next(iter(only))), [])
         return found
+
+    def counterpart(rec) -> dict[str, Any] | None:
+        found = candidates(rec)
+        same_run = [r for r in found if r.get("_source") == rec.get("_source")]
+        if same_run or len({r.get("seed_group") or r["config_hash"] for r in found}) <= 1:
+            return max(same_run or found, key=lambda r: str(r["finished"]), default=None)
+        raise ValueError(
+            f"{len(found)} records of {baseline} in {len({r['config_hash'] for r in found})} "
+            "configs match; report a directory that holds one baseline config"
+        )
 
     comparisons, problems = [], []
     for row in seed_rows([r for r in records if not is_base(r)]):
         clean: dict[int, PairedDifference] = {}
         robust: dict[int, PairedDifference] = {}
-        for seed, rec in row.records.items():
-            other = counterpart(rec)
-            if other is None:
-                continue
+        for seed in row.seeds:
+            rec = row.records[seed]
             try:
+                other = counterpart(rec)
+                if other is None:
+                    continue
+                if rec.get("test_points") != other.get("test_points"):
+                    raise ValueError("cannot pair records of different test points")
                 mine, theirs = outcomes_of(rec), outcomes_of(other)
                 clean[seed] = pair(mine, theirs, "clean")
                 robust[seed] = pair(mine, theirs, "robust")
@@ -161,7 +185,9 @@ def compare(records: list[dict[str, Any]], baseline: str) -> tuple[list[Comparis
                 problems.append(f"{rec['defense']} {rec['attack']} seed {seed}: {err}")
         if robust:
             comparisons.append(
-                Comparison(row.key, baseline, combine_seeds(clean), combine_seeds(robust))
+                Comparison(
+                    row.key, baseline, combine_seeds(clean), combine_seeds(robust), row.group
+                )
             )
     return sorted(comparisons, key=_order), problems
 
@@ -184,9 +210,10 @@ def comparison_columns(c: Comparison) -> list[str]:
         c.key["attack"],
         c.key["threat_model"],
         fmt_eps(c.key["eps"]),
-        str(len(c.robust.per_seed)),
+        ",".join(map(str, sorted(c.robust.per_seed))),
         fmt_delta(c.clean),
         fmt_delta(c.robust),
+        ", ".join(f"{100 * d:+.1f}" for d in c.per_seed_deltas()),
         fmt_p(c.p_values),
     ]
 
@@ -200,6 +227,7 @@ COMPARISON_HEADER = [
     "seeds",
     "clean delta [95% CI]",
     "robust delta [95% CI]",
+    "robust delta per seed",
     "p (McNemar, per seed)",
 ]
 

@@ -12,9 +12,10 @@ got right. The statistics use that pairing:
   phi correlation of the pairs; it stays inside [-1, 1] and keeps its coverage for small n;
 - over seeds: the mean of the per-seed differences with a Student-t 95% interval on the seeds
   (n_seeds - 1 degrees of freedom), which carries the training-to-training spread that a single
-  pairing cannot see, widened where needed to the mean of the per-seed paired intervals (seeds
-  that happen to agree exactly would otherwise give a zero-width interval although each pairing
-  has its sampling error); with one seed, that seed's paired interval.
+  pairing cannot see. The seeds share their test points, so the sampling error of those points
+  does not average out over seeds and is absent from their spread: each side of the interval is
+  the t half-width and the mean per-seed paired half-width added in quadrature (conservative:
+  the first already holds part of the second); with one seed, that seed's paired interval.
 
 A difference is significant when its interval excludes 0.
 """
@@ -123,5 +124,6 @@ def combine_seeds(per_seed: dict[int, PairedDifference]) -> SeedCombined:
     half = float(stats.t.ppf(0.975, len(deltas) - 1)) * spread / math.sqrt(len(deltas))
     below = mean(d.delta - d.ci[0] for d in per_seed.values())
     above = mean(d.ci[1] - d.delta for d in per_seed.values())
-    ci = (max(-1.0, centre - max(half, below)), min(1.0, centre + max(half, above)))
+    low, high = math.hypot(half, below), math.hypot(half, above)
+    ci = (max(-1.0, centre - low), min(1.0, centre + high))
     return SeedCombined(dict(per_seed), centre, ci)

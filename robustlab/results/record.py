@@ -79,6 +79,7 @@ class Record:
     started: str = ""
     finished: str = ""
     seed_group: str = ""  # hash of the config without the seed: records that differ only by seed
+    test_points: str = ""  # fingerprint of the evaluated inputs and labels (pairing needs equal)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -123,6 +124,7 @@ def record_from_counts(
         versions=meta.get("versions", {}),
         started=meta.get("started", ""),
         seed_group=meta.get("seed_group", ""),
+        test_points=meta.get("test_points", ""),
         attack=attack,
         threat_model=threat_model,
         norm=norm,

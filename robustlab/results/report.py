@@ -239,9 +239,10 @@ def annotate(records: list[dict[str, Any]], comparisons: list[Comparison]) -> No
         if len(row.records) > 1:
             for r in row.records.values():
                 r["seed_spread"] = row.spread()
-    by_cell = {tuple(str(c.key[k]) for k in CELL): c for c in comparisons}
+    by_cell = {(*(str(c.key[k]) for k in CELL), c.group): c for c in comparisons}
     for r in records:
-        c = by_cell.get(tuple(str(r[k]) for k in CELL))
+        group = str(r.get("seed_group") or r["config_hash"])
+        c = by_cell.get((*(str(r[k]) for k in CELL), group))
         if c is None:
             continue
         r["vs_baseline"] = {
@@ -252,6 +253,7 @@ def annotate(records: list[dict[str, Any]], comparisons: list[Comparison]) -> No
             "delta_robust": c.robust.delta,
             "delta_robust_ci": list(c.robust.ci),
             "significant": c.robust.significant,
+            "delta_robust_per_seed": c.per_seed_deltas(),
             "p_mcnemar_per_seed": c.p_values,
         }
 
