@@ -58,6 +58,7 @@ CASES = [
     ),
     (["eval.score_draws=0"], "eval.score_draws=0"),
     (["seeds=[0,0]"], "seeds=[0, 0] repeats a seed"),
+    (["defense=pgd_at", "eval.compare_with=[pgd_at]"], "names the cell's own defense pgd_at"),
     (["seeds=3"], "seeds=3 must be a list, e.g. seeds=[0,1,2]"),
     (["seeds=[-1]"], "seeds[]=-1"),
     (["eval.transfer_floor=maybe"], "eval.transfer_floor='maybe' must be true or false"),

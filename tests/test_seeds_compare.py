@@ -73,6 +73,21 @@ def test_seeds_and_compare_with_print_and_report_paired_rows(compose_cfg, tmp_pa
             assert int(o.clean.sum()) == rec["n_clean_correct"]
             assert not np.any(o.robust & ~o.clean)
 
+    from robustlab.results.compare import compare
+
+    comparisons, problems = compare(scan_records(run_dir), "erm")
+    assert problems == [] and {c.key["attack"] for c in comparisons} == {
+        "fgsm",
+        "pgd",
+        "worst_case",
+    }
+    acc = {(r["defense"], r["attack"], r["seed"]): r["robust_acc"] for r in scan_records(run_dir)}
+    for c in comparisons:
+        for seed, d in c.robust.per_seed.items():  # paired delta = difference of accuracies
+            expected = acc[("pgd_at", c.key["attack"], seed)] - acc[("erm", c.key["attack"], seed)]
+            assert d.delta == pytest.approx(expected)
+        assert c.robust.delta == pytest.approx(np.mean(c.per_seed_deltas()))
+
     report_main([str(run_dir), "--baseline", "erm", "--out", str(tmp_path / "report")])
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## vs erm" in report and "| pgd_at | plain | pgd | adaptive | 0.2 | 0,1 |" in report

@@ -104,7 +104,12 @@ def check_eval(cfg: DictConfig) -> None:
             raise ConfigError(f"eval.{key}={ev[key]!r} must be true or false")
     threat_models(ev.threat_models)
     natural_shifts(ev.get("natural_shifts"))
-    check_list("eval.compare_with", ev.get("compare_with"), "[pgd_at]")
+    baselines = check_list("eval.compare_with", ev.get("compare_with"), "[pgd_at]")
+    if cfg.defense.get("name") in baselines:
+        raise ConfigError(
+            f"eval.compare_with={baselines} names the cell's own defense {cfg.defense.name}: "
+            "a defense is not its own baseline"
+        )
 
 
 def threat_models(setting: Any) -> str | tuple[str, ...]:
