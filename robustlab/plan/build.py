@@ -32,6 +32,7 @@ def build_plan(cfg: DictConfig) -> CellPlan:
     checks.check_eval(cfg)
     checks.check_model(cfg)
     cell = training_job(cfg, "defense")
+    checks.check_baselines(cfg)
     defense_cls = checks.defense_class("defense", cfg.defense)
     attacks = checks.attack_specs(cfg)
     inferences = checks.inference_configs(cfg, defense_cls)

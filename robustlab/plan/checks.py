@@ -104,8 +104,13 @@ def check_eval(cfg: DictConfig) -> None:
             raise ConfigError(f"eval.{key}={ev[key]!r} must be true or false")
     threat_models(ev.threat_models)
     natural_shifts(ev.get("natural_shifts"))
-    baselines = check_list("eval.compare_with", ev.get("compare_with"), "[pgd_at]")
-    if cfg.defense.get("name") in baselines:
+    check_list("eval.compare_with", ev.get("compare_with"), "[pgd_at]")
+
+
+def check_baselines(cfg: DictConfig) -> None:
+    """A defense is not its own ``eval.compare_with`` baseline (checked once the defense is)."""
+    baselines = list(cfg.eval.get("compare_with") or [])
+    if cfg.defense.name in baselines:
         raise ConfigError(
             f"eval.compare_with={baselines} names the cell's own defense {cfg.defense.name}: "
             "a defense is not its own baseline"
