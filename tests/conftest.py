@@ -7,7 +7,9 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from torch import nn
 
 from robustlab.paths import CONF_DIR
 
@@ -36,3 +38,20 @@ def compose_cfg(tmp_path):
             return compose(config_name="config", overrides=[f"output_dir={tmp_path}", *overrides])
 
     return _compose
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small MLP trained on separable-ish 10-class data shaped (N, 1, 4, 4): (net, x, y)."""
+    g = torch.Generator().manual_seed(0)
+    centers = torch.rand(10, 16, generator=g)
+    y = torch.arange(200) % 10
+    x = (centers[y] + 0.08 * torch.randn(200, 16, generator=g)).clamp(0, 1).view(-1, 1, 4, 4)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval(), x, y

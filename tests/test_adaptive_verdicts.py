@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,23 +31,6 @@ META = {
     "started": "",
 }
 BOTH = ["oblivious", "adaptive"]
-
-
-@pytest.fixture(scope="module")
-def trained():
-    """A small MLP trained on 10-class data shaped (N, 1, 4, 4)."""
-    g = torch.Generator().manual_seed(0)
-    centers = torch.rand(10, 16, generator=g)
-    y = torch.arange(200) % 10
-    x = (centers[y] + 0.08 * torch.randn(200, 16, generator=g)).clamp(0, 1).view(-1, 1, 4, 4)
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(300):
-        opt.zero_grad()
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-    return net.eval(), x, y
 
 
 class Saturated(Predictor):

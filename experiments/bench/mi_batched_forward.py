@@ -54,19 +54,20 @@ def median_ms(fns, repeats: int, device: torch.device) -> list[float]:
     return [1000 * statistics.median(t) for t in times]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--n", type=int, default=30, help="mixes per input (N_OL)")
+def add_common_arguments(p: argparse.ArgumentParser, batch: int, repeats: int) -> None:
+    """The options both MI benchmarks share (mixes, image shape, repeats, threads, device)."""
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--n", type=int, default=30, help="MI-OL partners per forward")
     p.add_argument("--channels", type=int, default=1)
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--chunk-size", type=int, default=2048)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=repeats)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = p.parse_args()
 
+
+def mi_on_random_images(args, **mi_kwargs):
+    """(device, net, MI-OL around it, a random batch) from the common options, seeded."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -74,9 +75,19 @@ def main() -> None:
     net = SmallCNN(in_channels=c, num_classes=k, image_size=s, mean=[0.5] * c, std=[0.25] * c)
     net = net.to(device).eval()
     mi = MixupInference(
-        net, RandomData(c, s, k), name="mi_ol", mode="ol", n_ol=args.n, chunk_size=args.chunk_size
+        net, RandomData(c, s, k), name="mi_ol", mode="ol", n_ol=args.n, **mi_kwargs
     ).to(device)
-    x = torch.rand(args.batch, c, s, s, device=device)
+    return device, net, mi, torch.rand(args.batch, c, s, s, device=device)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(p, batch=64, repeats=5)
+    p.add_argument("--chunk-size", type=int, default=2048)
+    args = p.parse_args()
+
+    device, net, mi, x = mi_on_random_images(args, chunk_size=args.chunk_size)
+    c, s = args.channels, args.image_size
     with torch.no_grad():
         partners = mi.draw_partners(x, net(x))
 

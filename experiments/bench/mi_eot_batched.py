@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-from mi_batched_forward import RandomData, median_ms
+from mi_batched_forward import add_common_arguments, median_ms, mi_on_random_images
 
 from robustlab.attacks.adaptive import EOT
 from robustlab.attacks.costs import count_passes
 from robustlab.inference.mixup_inference import MixupInference
-from robustlab.models.smallcnn import SmallCNN
 
 
 class Looped(torch.nn.Module):
@@ -46,25 +45,13 @@ def gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--n", type=int, default=30, help="MI-OL partners per draw")
+    add_common_arguments(p, batch=32, repeats=3)
     p.add_argument("--draws", type=int, default=20, help="EOT draws per gradient")
-    p.add_argument("--channels", type=int, default=1)
-    p.add_argument("--image-size", type=int, default=28)
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    device = torch.device(args.device)
+    device, net, mi, x = mi_on_random_images(args)
+    net.requires_grad_(False)
     c, s, k = args.channels, args.image_size, args.classes
-    net = SmallCNN(in_channels=c, num_classes=k, image_size=s, mean=[0.5] * c, std=[0.25] * c)
-    net = net.to(device).eval().requires_grad_(False)
-    mi = MixupInference(net, RandomData(c, s, k), name="mi_ol", mode="ol", n_ol=args.n).to(device)
-    x = torch.rand(args.batch, c, s, s, device=device)
     y = torch.randint(k, (args.batch,), device=device)
     paths = {
         "(a) batched EOT": EOT(mi, args.draws),

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from robustlab.attacks.kinds import AttackSpec
+from robustlab.attacks.rng import attack_rng
 from robustlab.evaluation.engine import ShardResult, evaluate_shard
 from robustlab.evaluation.natural import shift_records
 from robustlab.evaluation.summary import build_records, merge_shards
@@ -174,9 +175,7 @@ class Evaluator:
         """Natural shifts (darker, sharper, noise) at ``natural_shifts`` severities, reported like
         attacks (threat model ``natural``); rank 0 evaluates the whole split, in a generator
         forked and seeded from the cell's seed (reruns score the same draws)."""
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), eval_mode(predictor), torch.no_grad():
-            torch.manual_seed(self.seed)
+        with attack_rng(self.seed), eval_mode(predictor), torch.no_grad():
             records = shift_records(
                 predictor,
                 net,
