@@ -1,17 +1,22 @@
-"""Hostile or damaged files on disk (issue #16): a CIFAR pickle that would run code."""
+"""Hostile or damaged files on disk (issue #16): a CIFAR pickle that would run code, output files'
+permissions."""
 
 from __future__ import annotations
 
 import os
 import pickle
 import shlex
+import stat
 
 import numpy as np
 import pytest
 import torch
 from data_fixtures import write_cifar
+from records_fixture import make_record
 
+from robustlab.checkpointing import save_atomic
 from robustlab.data.cifar import read_cifar_batch, read_cifar_batches
+from robustlab.results.store import RECORDS_FILE, append_records, write_json_atomic
 
 # ---- a. the CIFAR reader unpickles only plain data ------------------------------------------------
 
@@ -61,3 +66,35 @@ def test_cifar_reader_reads_python2_protocol2_pickles(tmp_path):
     path.write_bytes(blob.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
     x, y = read_cifar_batch(path, b"labels")
     assert y.tolist() == [3, 7] and torch.equal(x.reshape(2, -1), torch.from_numpy(data))
+
+
+# ---- c. output files get the process's normal permissions --------------------------------------
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restoring it after."""
+    old = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize(
+    "mask, expected", [(0o022, 0o644), (0o027, 0o640)], ids=["umask022", "umask027"]
+)
+def test_records_markers_and_checkpoints_follow_the_umask(tmp_path, umask, mask, expected):
+    umask(mask)
+    records = tmp_path / RECORDS_FILE
+    append_records(records, [make_record()])
+    append_records(records, [make_record(attack="fgsm")])  # rewritten: still the normal mode
+    write_json_atomic(tmp_path / "DONE.json", {"records": 2})
+    save_atomic({"w": torch.zeros(2)}, tmp_path / "checkpoints" / "best.ckpt")
+    for path in (records, tmp_path / "DONE.json", tmp_path / "checkpoints" / "best.ckpt"):
+        assert mode(path) == expected, f"{path.name}: {oct(mode(path))}"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,13 +17,28 @@ from robustlab.results.record import validate_record
 RECORDS_FILE = "records.jsonl"
 
 
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new temp file ``.NAME.XXXXXXXX.tmp`` beside ``path``, opened for writing. Created with
+    mode 0666 less the umask, as ``open`` would create ``path`` itself (``tempfile.mkstemp``'s
+    0600 would make records, markers and checkpoints unreadable to the group)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free temp file name for {path.name}")
+
+
 @contextmanager
 def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file handle whose content replaces ``path`` only when the block completes: a temp
-    file beside it, fsync, ``os.replace``. A crash leaves the old file or the new, never half."""
+    file beside it (the process's normal permissions), fsync, ``os.replace``. A crash leaves the
+    old file or the new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
