@@ -1,5 +1,5 @@
 """Hostile or damaged files on disk (issue #16): a CIFAR pickle that would run code, output files'
-permissions."""
+permissions, and a record file cut mid-line in the report."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ from records_fixture import make_record
 
 from robustlab.checkpointing import save_atomic
 from robustlab.data.cifar import read_cifar_batch, read_cifar_batches
-from robustlab.results.store import RECORDS_FILE, append_records, write_json_atomic
+from robustlab.results.report import main as report_main
+from robustlab.results.store import (
+    RECORDS_FILE,
+    append_records,
+    read_records,
+    scan_records,
+    write_json_atomic,
+)
 
 # ---- a. the CIFAR reader unpickles only plain data ------------------------------------------------
 
@@ -98,3 +105,78 @@ def test_records_markers_and_checkpoints_follow_the_umask(tmp_path, umask, mask,
     for path in (records, tmp_path / "DONE.json", tmp_path / "checkpoints" / "best.ckpt"):
         assert mode(path) == expected, f"{path.name}: {oct(mode(path))}"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+# ---- d. a record file cut mid-line ---------------------------------------------------------------
+
+
+def cut_mid_line(path) -> int:
+    """Cut ``path`` in the middle of its last line; the number of that line."""
+    data = path.read_bytes()
+    last = data.rstrip(b"\n").rfind(b"\n") + 1
+    path.write_bytes(data[: last + (len(data) - last) // 2])
+    return data[:last].count(b"\n") + 1
+
+
+def two_cells(tmp_path):
+    """Cell ``a`` intact (erm), cell ``b`` (pgd_at) with its records file cut mid-line."""
+    good = tmp_path / "a" / RECORDS_FILE
+    bad = tmp_path / "b" / RECORDS_FILE
+    append_records(good, [make_record(attack="pgd", robust_acc=0.125)])
+    append_records(
+        bad,
+        [
+            make_record(config_hash="h-at", defense="pgd_at", attack="pgd", robust_acc=0.5),
+            make_record(config_hash="h-at", defense="pgd_at", attack="fgsm", robust_acc=0.625),
+        ],
+    )
+    return good, bad, cut_mid_line(bad)
+
+
+def test_scan_skips_a_corrupt_file_in_one_line_when_asked(tmp_path, capsys):
+    good, bad, line = two_cells(tmp_path)
+    with pytest.raises(ValueError, match=rf"{bad}:{line}"):
+        scan_records(tmp_path)  # strict by default
+    with pytest.raises(ValueError, match=rf"{bad}:{line}"):
+        read_records(bad)  # and read_records stays strict
+    found = scan_records(tmp_path, skip_corrupt=True)
+    assert [(r["defense"], r["_source"]) for r in found] == [("erm", str(good))]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}:{line}" in err and "redone" in err
+
+
+@pytest.mark.parametrize(
+    "tail", [b"\xff\xfe\x00garbage\n", b"\x00\x00\x00\x00\n", b"[1, 2]\n", b"12\n"]
+)
+def test_any_damaged_line_names_file_and_line(tmp_path, capsys, tail):
+    """Garbage bytes (not UTF-8), NULs (a filesystem's unwritten blocks after a crash) and JSON
+    that is not an object are each one corrupt line, never a traceback elsewhere."""
+    path = tmp_path / "c" / RECORDS_FILE
+    append_records(path, [make_record()])
+    path.write_bytes(path.read_bytes() + tail)
+    with pytest.raises(ValueError, match=rf"{path}:2: corrupt record line"):
+        read_records(path)
+    assert scan_records(tmp_path, skip_corrupt=True) == []
+    assert f"{path}:2" in capsys.readouterr().err
+
+
+def test_report_shows_intact_cells_and_names_the_corrupt_file(tmp_path, capsys):
+    good, bad, line = two_cells(tmp_path)
+    report_main([str(tmp_path)])
+    captured = capsys.readouterr()
+    assert "12.5" in captured.out and "erm" in captured.out
+    assert "pgd_at" not in captured.out  # a cut file's cell is not trusted, not even its first line
+    corrupt = [line_ for line_ in captured.err.splitlines() if str(bad) in line_]
+    assert len(corrupt) == 1 and f"{bad}:{line}" in corrupt[0] and "redone" in corrupt[0]
+    assert "12.5" in (tmp_path / "report.md").read_text()
+
+
+def test_report_with_only_a_corrupt_file_exits_2(tmp_path, capsys):
+    bad = tmp_path / "b" / RECORDS_FILE
+    append_records(bad, [make_record(), make_record(attack="fgsm")])
+    line = cut_mid_line(bad)
+    with pytest.raises(SystemExit) as exc:
+        report_main([str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:{line}" in err and "no records found" in err

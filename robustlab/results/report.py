@@ -327,10 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         parser.exit(2, f"robustlab-report: {args.dir} is not a directory\n")
-    try:
-        records = scan_records(args.dir)
-    except ValueError as err:
-        parser.exit(2, f"robustlab-report: {err}\n")
+    records = scan_records(args.dir, skip_corrupt=True)
     if args.threat_model:
         records = [r for r in records if r["threat_model"] == args.threat_model]
     if not records:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,24 +77,44 @@ def append_records(path: str | os.PathLike, records: list[dict[str, Any]]) -> No
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a JSON-lines file; blank lines are skipped, a corrupt line raises ValueError."""
+    """Read a JSON-lines file; blank lines are skipped, a corrupt line (not UTF-8, not JSON, not
+    a JSON object) raises ValueError naming file:line."""
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
             try:
-                out.append(json.loads(line))
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: corrupt record line ({err.reason})") from None
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: corrupt record line ({err.msg})") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{lineno}: corrupt record line (not a JSON object)")
+            out.append(rec)
     return out
 
 
-def scan_records(root: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every record of every ``records.jsonl`` under ``root``, each tagged with ``_source``."""
+def scan_records(root: str | os.PathLike, skip_corrupt: bool = False) -> list[dict[str, Any]]:
+    """Every record of every ``records.jsonl`` under ``root``, each tagged with ``_source``. A
+    corrupt file raises ValueError naming file:line; with ``skip_corrupt`` none of its records
+    are kept (a file cut mid-line is a killed cell's, not to be trusted) and one line on stderr
+    names it instead, so the intact cells can still be read."""
     out = []
     for path in sorted(Path(root).rglob(RECORDS_FILE)):
-        for rec in read_records(path):
+        try:
+            records = read_records(path)
+        except ValueError as err:
+            if not skip_corrupt:
+                raise
+            print(
+                f"robustlab: skipping {err}; its cell is redone on the next run of its sweep",
+                file=sys.stderr,
+            )
+            continue
+        for rec in records:
             rec["_source"] = str(path)
             out.append(rec)
     return out
