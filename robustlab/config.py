@@ -11,6 +11,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 # Keys that do not change what a cell computes.
 _NON_SEMANTIC = ("output_dir", "hydra", "logger", "seeds")
+# Blanked rather than dropped (as ``seed_group`` always did, so its values stay what records
+# already hold): where trained weights are kept (``cache.dir``), and whether they are reused
+# (``cache.enabled``; the cache key covers everything that changes the weights, so a reused
+# checkpoint is the one training would produce). A finished sweep rerun with another cache dir,
+# or the cache off, finds its cells complete.
+_BLANKED = ("cache",)
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
@@ -24,6 +30,7 @@ def config_hash(cfg: DictConfig | dict[str, Any], keys: tuple[str, ...] | None =
         data = {k: data.get(k) for k in keys}
     else:
         data = {k: v for k, v in data.items() if k not in _NON_SEMANTIC}
+        data.update({k: None for k in _BLANKED if k in data})
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -34,5 +41,5 @@ def seed_group(cfg: DictConfig) -> str:
     same = copy.deepcopy(cfg)
     with open_dict(same):
         same.seed = 0
-        same.cache = None  # where trained weights are kept does not change them
+        same.cache = None  # blanked by config_hash too; kept so the hash is the same either way
     return config_hash(same)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from robustlab.config import config_hash
 from robustlab.paths import CONF_DIR
 from robustlab.plan import ConfigError, build_plan
 from robustlab.plan.checks import accepted_parameters
@@ -173,3 +174,16 @@ def test_warmup_covering_every_epoch_is_a_one_line_error(compose_cfg):
     ):
         build_plan(compose_cfg("experiment=miat_quick", "trainer.max_epochs=2"))
     build_plan(compose_cfg("experiment=miat_quick", "trainer.max_epochs=3"))
+
+
+def test_cell_hash_ignores_where_the_cache_lives(compose_cfg, tmp_path):
+    """Rerunning a finished sweep with another cache dir (or the cache off) must find its cells
+    complete: where trained weights are kept does not change what a cell computes."""
+    base = compose_cfg(f"cache.dir={tmp_path / 'one'}")
+    same = [
+        compose_cfg(f"cache.dir={tmp_path / 'two'}"),
+        compose_cfg(f"cache.dir={tmp_path / 'two'}", "cache.enabled=false"),
+    ]
+    assert {config_hash(cfg) for cfg in same} == {config_hash(base)}
+    assert build_plan(same[0]).cell_hash == build_plan(base).cell_hash
+    assert config_hash(compose_cfg("seed=1")) != config_hash(base)
