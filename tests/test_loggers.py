@@ -1,26 +1,73 @@
-"""W&B runs offline unless configured, grouped by sweep, with a run id stable per cell."""
+"""W&B runs offline unless asked online, keeps its files under the cell's directory, groups runs
+by sweep, with a run id stable per cell."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from robustlab.loggers import wandb_logger, wandb_offline
+from robustlab.loggers import WANDB_FOLDERS, check_loggers, wandb_logger, wandb_mode
+from robustlab.plan import ConfigError
+
+FAKE_KEY = "0123456789abcdef0123456789abcdef0fa4e3e1"
 
 
 @pytest.fixture(autouse=True)
 def no_key(monkeypatch, tmp_path):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
+    """No key, no mode and none of W&B's folders set; HOME an empty folder of the test's own."""
+    for var in ("WANDB_API_KEY", "WANDB_MODE", *WANDB_FOLDERS):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
 
 
-def test_offline_by_default_online_when_asked(monkeypatch):
-    assert wandb_offline()
-    monkeypatch.setenv("WANDB_MODE", "online")
-    assert not wandb_offline()
+def test_offline_by_default_even_with_a_key(monkeypatch, no_key):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    (no_key / ".netrc").write_text(f"machine api.wandb.ai\n  login user\n  password {FAKE_KEY}\n")
+    assert wandb_mode() == wandb_mode("offline") == "offline"
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_API_KEY", "x")
-    assert wandb_offline()
+    assert wandb_mode() == "offline"
+
+
+@pytest.mark.parametrize(
+    "mode, env, expected",
+    [
+        ("online", None, "online"),
+        ("offline", "online", "online"),
+        ("disabled", None, "disabled"),
+        ("offline", "disabled", "disabled"),
+        ("online", "disabled", "disabled"),
+        ("disabled", "online", "disabled"),
+    ],
+)
+def test_online_or_disabled_only_when_asked(monkeypatch, mode, env, expected):
+    if env is not None:
+        monkeypatch.setenv("WANDB_MODE", env)
+    assert wandb_mode(mode) == expected
+
+
+@pytest.mark.parametrize("bad", ["Online", "dryrun", "", None])
+def test_bad_mode_is_one_line_naming_key_value_and_choices(tmp_path, bad):
+    with pytest.raises(ConfigError) as err:
+        wandb_logger(project="p", save_dir=str(tmp_path / "cell"), name="n", mode=bad)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"logger.wandb.mode={bad!r}")
+    assert "offline" in message and "online" in message and "disabled" in message
+    with pytest.raises(ConfigError, match=r"logger\.wandb\.mode="):
+        check_loggers({"csv": {}, "wandb": {"mode": bad}})
+
+
+def test_the_wandb_config_defaults_to_offline(compose_cfg):
+    cfg = compose_cfg("logger=wandb")
+    assert cfg.logger.wandb.mode == "offline"
+    check_loggers(cfg.logger)
+    check_loggers(compose_cfg("logger=wandb", "logger.wandb.mode=online").logger)
+    with pytest.raises(ConfigError, match=r"logger\.wandb\.mode='onlin'"):
+        check_loggers(compose_cfg("logger=wandb", "logger.wandb.mode=onlin").logger)
 
 
 def test_group_is_the_sweep_and_run_id_is_stable_per_cell(tmp_path):
@@ -31,4 +78,40 @@ def test_group_is_the_sweep_and_run_id_is_stable_per_cell(tmp_path):
     other = wandb_logger(project="p", save_dir=str(tmp_path / "sweep_a" / "1"), name="n")
     assert first._wandb_init["group"] == "sweep_a"
     assert first._wandb_init["id"] == again._wandb_init["id"] != other._wandb_init["id"]
-    assert first._offline
+    assert first._offline and first._wandb_init["mode"] == "offline"
+
+
+def test_wandb_folders_follow_the_cell_unless_the_user_set_them(monkeypatch, tmp_path):
+    mine = str(tmp_path / "my_cache")
+    monkeypatch.setenv("WANDB_CACHE_DIR", mine)
+    for cell in (tmp_path / "sweep" / "0", tmp_path / "sweep" / "1"):
+        wandb_logger(project="p", save_dir=str(cell), name="n")
+        for var in set(WANDB_FOLDERS) - {"WANDB_CACHE_DIR"}:
+            assert Path(os.environ[var]).is_relative_to(cell.resolve()), var
+        assert os.environ["WANDB_CACHE_DIR"] == mine
+
+
+def test_a_key_set_run_stays_offline_and_writes_nothing_to_home_nor_the_key(
+    monkeypatch, tmp_path, no_key
+):
+    """The whole W&B run, not only the flag: with a key in the environment and in ~/.netrc and
+    WANDB_MODE unset, the run is offline, every file it writes lies under the cell's directory,
+    and the key is in none of them."""
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    netrc = no_key / ".netrc"
+    netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {FAKE_KEY}\n")
+    cell = tmp_path / "sweep" / "0_digits_erm"
+    logger = wandb_logger(project="p", save_dir=str(cell), name="n")
+    try:
+        logger.log_hyperparams({"lr": 0.1})
+        logger.log_metrics({"acc": 0.5}, step=0)
+        run = logger.experiment
+        assert run.offline and run.settings.mode in ("offline", "dryrun")
+        run.finish()
+    finally:
+        wandb.teardown()  # the W&B service process, started with this test's folders
+    assert sorted(p.relative_to(no_key).as_posix() for p in no_key.rglob("*")) == [".netrc"]
+    written = [p for p in cell.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in written)  # the offline run, ready for `wandb sync`
+    assert [p for p in written if FAKE_KEY.encode() in p.read_bytes()] == []
