@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from robustlab.data.augment import AUGMENTATIONS, apply_augment
 from robustlab.data.download import download_from_mirrors
@@ -66,6 +66,24 @@ def build_datamodule(cfg: Any) -> ImageDataModule:
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 storage -> float32 in [0,1]; float storage is already in [0,1]."""
     return x.float().div_(255) if x.dtype == torch.uint8 else x.to(torch.float32)
+
+
+class EpochShuffle(RandomSampler):
+    """A shuffled order that depends only on ``(seed, epoch)`` (Lightning calls ``set_epoch``
+    before every epoch), never on how many numbers the global generator gave out before: a
+    training run resumed at epoch k sees the batches an uninterrupted run saw. Under DDP,
+    Lightning replaces it (a RandomSampler) with its seeded DistributedSampler."""
+
+    def __init__(self, data_source, seed: int):
+        super().__init__(data_source)
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
 class ImageBatchDataset(Dataset):
@@ -119,6 +137,7 @@ class ImageDataModule(pl.LightningDataModule):
         eps: float,
         eps_l2: float,
         step_size: float,
+        shuffle_seed: int = 0,
     ):
         super().__init__()
         if augment not in AUGMENTATIONS:
@@ -138,6 +157,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.eval_batch_size = checked_int("eval_batch_size", eval_batch_size, 1)
         self.val_size = checked_val_size(val_size)
         self.split_seed = int(split_seed)
+        self.shuffle_seed = int(shuffle_seed)
         self.train_limit = checked_int("train_limit", train_limit, 1, nullable=True)
         self.num_workers = checked_int("num_workers", num_workers, 0)
         self.augment = augment
@@ -284,10 +304,13 @@ class ImageDataModule(pl.LightningDataModule):
     # ---- loaders --------------------------------------------------------------------------------
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         x, y = self._split(split)
+        dataset = ImageBatchDataset(x, y)
         return DataLoader(
-            ImageBatchDataset(x, y),
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,  # the sampler draws its order from torch's global (run-seeded) RNG
+            sampler=EpochShuffle(dataset, self.shuffle_seed) if shuffle else None,
+            # the loader's base seed (worker seeds) comes from its own generator, not the global one
+            generator=torch.Generator().manual_seed(self.shuffle_seed),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_batch,
