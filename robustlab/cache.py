@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,17 +37,28 @@ _TRAINER_KEPT = (
 
 
 def training_config(cfg: DictConfig) -> dict[str, Any]:
-    """The part of a cell's config that determines its trained weights."""
+    """The part of a cell's config that determines its trained weights (the CPU thread count
+    included: runs with different counts train different weights)."""
     full = OmegaConf.to_container(cfg, resolve=True)
     dataset = {k: v for k, v in full["dataset"].items() if k not in _DATASET_IGNORED}
     trainer = {k: full["trainer"].get(k) for k in _TRAINER_KEPT}
     return {
+        "cpu_threads": cpu_threads(cfg),
         "dataset": dataset,
         "model": full["model"],
         "defense": full["defense"],
         "trainer": trainer,
         "seed": full["seed"],
     }
+
+
+def cpu_threads(cfg: DictConfig) -> int | None:
+    """The CPU thread count training runs with (it changes float reductions, hence the weights);
+    None on an accelerator, where the net's arithmetic does not run on CPU threads."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator not in ("cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
+        return None
+    return int(cfg.get("torch_threads") or torch.get_num_threads())
 
 
 def training_key(cfg: DictConfig) -> str:
@@ -83,16 +95,27 @@ class CacheWriter(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            state = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
-            save_atomic(
-                {
-                    "state_dict": state,
-                    "training_config": repr(self.training_cfg),
-                    "defense": pl_module.name,
-                    # raised while training (e.g. "catastrophic_overfitting"): plain strings
-                    "training_flags": list(pl_module.training_flags),
-                },
-                self.path,
-            )
+            write_cache(self.path, pl_module, self.training_cfg)
         if self.lock is not None and self.lock.is_locked:
             self.lock.release()
+
+
+def write_cache(path: Path, defense: pl.LightningModule, training_cfg: dict[str, Any]) -> None:
+    """Store a trained defense atomically: its full state_dict, name and training flags."""
+    state = {k: v.detach().cpu() for k, v in defense.state_dict().items()}
+    save_atomic(
+        {
+            "state_dict": state,
+            "training_config": repr(training_cfg),
+            "defense": defense.name,
+            # raised while training (e.g. "catastrophic_overfitting"): plain strings
+            "training_flags": list(defense.training_flags),
+        },
+        path,
+    )
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Temp files an interrupted atomic write of ``path`` left beside it (call under its lock)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)

@@ -14,13 +14,18 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
+from filelock import FileLock
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint
 
-from robustlab.cache import checkpoint_path, is_worker_rank, training_lock
+from robustlab.cache import (
+    checkpoint_path,
+    is_worker_rank,
+    remove_stale_temp_files,
+    training_lock,
+)
 from robustlab.config import config_hash, seed_group
 from robustlab.devices import pin_gpu
 from robustlab.evaluation.callback import RobustEvaluation, split_tensors
@@ -35,9 +40,10 @@ from robustlab.results.compare import summary
 from robustlab.results.report import dedupe
 from robustlab.results.store import RECORDS_FILE, read_records
 from robustlab.results.versions import library_versions
-from robustlab.resume import completed_records, discard_partial, mark_complete
+from robustlab.resume import CELL_LOCK, completed_records, discard_partial, mark_complete
+from robustlab.signals import exit_on_termination
 from robustlab.spellings import check_spellings
-from robustlab.training import build_defense, ensure_trained, fit, load_cached
+from robustlab.training import build_defense, ensure_trained, fit, load_cached, reuse_cached
 
 
 def run(cfg: DictConfig) -> list[dict]:
@@ -82,6 +88,17 @@ def execute_all(cfg: DictConfig, plans: list[CellPlan]) -> list[dict]:
 
 
 def execute(plan: CellPlan) -> list[dict]:
+    """Run a planned cell under its directory's lock: a second run into the same directory
+    waits, then finds the cell complete instead of writing its records again."""
+    out = plan.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    if is_worker_rank():  # DDP's extra processes follow rank 0, which holds the lock
+        return execute_unlocked(plan)
+    with FileLock(str(out / CELL_LOCK)):
+        return execute_unlocked(plan)
+
+
+def execute_unlocked(plan: CellPlan) -> list[dict]:
     """Train (unless cached or mode=eval) and evaluate a planned cell, then its baselines."""
     out = plan.output_dir
     done = completed_records(out, plan.cell_hash)
@@ -90,7 +107,6 @@ def execute(plan: CellPlan) -> list[dict]:
         return done
     if not is_worker_rank():
         discard_partial(out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "resolved_config.yaml").write_text(OmegaConf.to_yaml(plan.config, resolve=True))
     if plan.torch_threads:
         torch.set_num_threads(plan.torch_threads)
@@ -172,34 +188,24 @@ def evaluate_baseline(job: TrainingJob, evaluator: Evaluator, datamodule) -> lis
     return evaluate_loaded(job.config, evaluator, datamodule, baseline.net, baseline, meta)
 
 
-def checkpoint_callbacks(dirpath: Path, monitor: str) -> list[ModelCheckpoint]:
-    """``best.ckpt`` (highest ``monitor``) and ``last.ckpt`` (every epoch: the evaluated weights;
-    Lightning's own ``save_last`` only writes when the monitored metric improves)."""
-    best = ModelCheckpoint(dirpath=dirpath, filename="best", monitor=monitor, mode="max")
-    last = ModelCheckpoint(
-        dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
-    )
-    return [best, last]
-
-
 def train_or_reuse(
     job: TrainingJob, net: torch.nn.Module, evaluator: Evaluator, datamodule, loggers
 ) -> list[dict]:
-    """Reload the cached defense of this training config, or train it once under a lock."""
+    """Reload the cached defense of this training config, or train it once under a lock (from
+    where a killed run stopped)."""
     cfg = job.config
     use_cache = bool(cfg.cache.enabled) and not cfg.trainer.get("fast_dev_run")
     cached = checkpoint_path(cfg) if use_cache else None
     lock = training_lock(cached) if cached is not None else None
     if lock is not None:
         lock.acquire()
+        remove_stale_temp_files(cached)
     try:
         defense = build_defense(job, net)
-        if cached is not None and cached.is_file():
+        if cached is not None and reuse_cached(defense, cached):
             lock.release()
             print(f"robustlab: reusing trained weights {cached}")
-            load_cached(defense, cached)
             return evaluate_loaded(cfg, evaluator, datamodule, defense.net, defense)
-        checkpoints = checkpoint_callbacks(Path(cfg.output_dir) / "checkpoints", defense.monitor)
         evaluation = RobustEvaluation(
             evaluator, int(cfg.eval.every_n_val_epochs), int(cfg.eval.val_subset)
         )
@@ -208,10 +214,13 @@ def train_or_reuse(
             defense,
             datamodule,
             loggers=loggers,
-            callbacks=[*checkpoints, evaluation],
+            callbacks=[evaluation],
             cached=cached,
             lock=lock,
+            monitor=defense.monitor,
         )
+        if trainer is None:  # the killed run had finished training: evaluate its weights
+            return evaluate_loaded(cfg, evaluator, datamodule, defense.net, defense)
         return evaluation.records if trainer.is_global_zero else []
     finally:
         if lock is not None and lock.is_locked:
@@ -229,6 +238,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     runtime = HydraConfig.get()
     job_num = runtime.job.num if runtime.mode == RunMode.MULTIRUN else None
     pin_gpu(cfg, job_num, torch.cuda.device_count())
+    exit_on_termination()
     try:
         plans = plan_all(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as err:

@@ -277,13 +277,12 @@ def test_the_real_validation_loop_flags_a_gradient_masked_net(
     defense = _fast_at(cfg, digits_weights["robust"])
     cached = tmp_path / "cache" / "fast_at.pt"
     cached.parent.mkdir()
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="last", monitor=None)
     trainer = fit(
         TrainingJob("fast_at", cfg),
         defense,
         instantiate(cfg.dataset),
         loggers=[],
-        callbacks=[_SwapAtValidation(digits_weights["erm"], 2, masked), checkpoint],
+        callbacks=[_SwapAtValidation(digits_weights["erm"], 2, masked)],
         cached=cached,
         lock=None,
     )
@@ -296,7 +295,7 @@ def test_the_real_validation_loop_flags_a_gradient_masked_net(
         if line.startswith("robustlab: warning: catastrophic")
     ]
     stored = torch.load(cached, weights_only=True)
-    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     restored = _fast_at(cfg, digits_weights["erm"])
     load_cached(restored, cached)
     if masked:
