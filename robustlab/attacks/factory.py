@@ -1,7 +1,7 @@
 """Run an attack spec (``robustlab.attacks.kinds``) on a model at one eps.
 
 A runner maps pixel-space ``(x, y)`` to ``x_adv`` in the spec's eps ball, clipped to [0, 1]. Each
-call runs under ``attack_rng`` (seed derived from cell seed, name, eps and a call counter), with
+call runs under ``attack_rng`` (seed derived from cell seed, name, eps and the call's index), with
 gradients enabled and the model's parameters frozen (torchattacks' CW and FAB call ``.backward()``,
 which would otherwise fill parameter gradients); ``requires_grad`` flags are restored afterwards.
 torchattacks' ``forward`` is called directly, bypassing ``Attack.__call__``, which would switch the
@@ -48,12 +48,16 @@ class AttackRunner:
         # AutoAttack only: per part, which examples of the last call it broke (else empty)
         self.last_component_success: dict[str, torch.Tensor] = {}
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, call: int | None = None) -> torch.Tensor:
+        """``call``: the index the call's seed derives from (the batch index, so a batch's
+        attack is the same whichever batches ran before it); default: a running count."""
         self.last_component_success = {}
         if self.eps == 0:
             return x
-        seed = derive_seed(self.seed, self.name, self.eps, self._calls)
-        self._calls += 1
+        if call is None:
+            call = self._calls
+        seed = derive_seed(self.seed, self.name, self.eps, call)
+        self._calls = call + 1
         with attack_rng(seed), _frozen(self.model), torch.enable_grad():
             x_adv = self._craft(x.detach(), y, seed).detach()
         if self._composite is not None:

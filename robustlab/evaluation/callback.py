@@ -43,7 +43,12 @@ class RobustEvaluation(pl.Callback):
             return
         x, y = split_tensors(trainer.datamodule, "val")
         subset = Evaluator(
-            **{**self.evaluator.__dict__, "n_examples": self.val_subset, "progress": False}
+            **{
+                **self.evaluator.__dict__,
+                "n_examples": self.val_subset,
+                "progress": False,
+                "resumable": False,
+            }
         )
         with torch.inference_mode(False):
             records = subset.evaluate(

@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +40,7 @@ from robustlab.attacks.adaptive import EOT, adaptive_model
 from robustlab.attacks.costs import count_passes
 from robustlab.attacks.factory import as_spec, build_attack
 from robustlab.attacks.kinds import AttackSpec
+from robustlab.evaluation.units import UnitStore, fingerprint, weights_fingerprint
 from robustlab.inference.base import Predictor
 from robustlab.modes import eval_mode
 
@@ -152,12 +155,18 @@ def evaluate_shard(
     heavy_on_randomized: bool = True,
     score_draws: int = 10,
     keep_transfer: bool = True,
+    state_dir: Path | None = None,
 ) -> ShardResult:
     """Run every attack of ``specs`` on (x, y) under each threat model; flags per example.
 
     ``score_draws``: k of the randomized-predictor protocol; ``keep_transfer``: the transfer
     floor of the adaptive verdicts (module docstring); off, adaptive records are the adaptive
     attack alone (to diagnose an attacker; ``adaptive_weaker_than_transfer`` then can fire).
+
+    The work is done in units (one batch under one attack, eps and threat model; the clean
+    scoring and gradient check of one batch), each in a generator seeded from ``seed`` and its
+    name (``robustlab.evaluation.units``); with ``state_dir`` finished units are kept there and
+    a rerun computes only the missing ones.
 
     ``heavy_on_randomized=False`` skips attacks whose spec says ``heavy: true`` (AutoAttack) on a
     randomized predictor, where EOT multiplies their cost; the skip is printed, and the missing
@@ -171,32 +180,77 @@ def evaluate_shard(
             print(f"robustlab: not running {skipped} on randomized {predictor.name} (heavy)")
         specs = [s for s in specs if not s.heavy]
     jobs = [(tm, spec, eps) for tm in chosen for spec in specs for eps in spec.eps]
-    outcomes, zero_grad, transfer = [], {}, {}
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), eval_mode(predictor):
-        torch.manual_seed(seed)
-        clean_correct = score(predictor, x, y, score_draws, batch_size)
-        bar = tqdm(jobs, desc="robust eval", disable=not progress, leave=False)
-        for tm, spec, eps in bar:
+    batches = list(_batches(len(x), batch_size))
+    grad_checked = chosen if jobs else []
+    scope = fingerprint(
+        weights_fingerprint(predictor),
+        predictor.name,
+        x,
+        y,
+        indices,
+        seed,
+        eot_draws,
+        score_draws,
+        batch_size,
+    )
+    units = UnitStore(None if state_dir is None else state_dir / scope, seed)
+    total = len(batches) * (1 + len(grad_checked) + len(jobs))
+    done = units.stored()
+    if done and progress:
+        print(f"robustlab: evaluation of {predictor.name} resumes: {done} of {total} units done")
+    bar = tqdm(total=total, desc="robust eval", disable=not progress, leave=False)
+    outcomes, transfer = [], {}
+    with eval_mode(predictor):
+
+        def clean(s: slice) -> dict[str, Any]:
+            return {"correct": score(predictor, x[s], y[s], score_draws, batch_size).cpu()}
+
+        clean_correct = torch.cat(
+            [
+                _unit(units, bar, ("clean", b), partial(clean, s))["correct"]
+                for b, s in enumerate(batches)
+            ]
+        )
+        # the gradient check crafts like the threat model's first attack (specs[0]'s EOT choice)
+        zero_grad = {
+            tm: torch.cat(
+                [
+                    _unit(
+                        units,
+                        bar,
+                        ("zero_grad", tm, b),
+                        partial(_zero_grad_unit, predictor, tm, eot_draws, specs[0], x[s], y[s]),
+                    )["mask"]
+                    for b, s in enumerate(batches)
+                ]
+            )
+            for tm in grad_checked
+        }
+        for tm, spec, eps in jobs:
             bar.set_postfix_str(f"{spec.name} {tm} eps={eps:g}")
             model, ctx, eot, bpda = crafting_model(predictor, tm, eot_draws, spec)
-            if tm not in zero_grad:
-                zero_grad[tm] = zero_gradient_mask(model, ctx, x, y, batch_size)
             runner = build_attack(spec, model, seed=seed, num_classes=num_classes, eps=eps)
-            adv, broken = [], {}
-            start = time.perf_counter()
-            with count_passes(predictor.net) as counter:
-                for s in _batches(len(x), batch_size):
-                    with ctx():
-                        adv.append(runner(x[s], y[s]).detach())
-                    for comp, mask in getattr(runner, "last_component_success", {}).items():
-                        broken.setdefault(comp, []).append(mask.to(torch.bool).cpu())
-            adv_correct = own = score(predictor, torch.cat(adv), y, score_draws, batch_size)
+            parts = [
+                _unit(
+                    units,
+                    bar,
+                    _attack_unit_name(tm, runner, b),
+                    partial(
+                        _attack_unit, predictor, runner, ctx, x[s], y[s], b, score_draws, batch_size
+                    ),
+                )
+                for b, s in enumerate(batches)
+            ]
+            adv_correct = own = torch.cat([p["correct"] for p in parts])
             from_transfer = None
             if tm == "oblivious":
                 transfer[(spec.name, eps)] = adv_correct
             elif keep_transfer and (spec.name, eps) in transfer:
                 adv_correct, from_transfer = transfer_floor(own, transfer[(spec.name, eps)])
+            broken: dict[str, list[torch.Tensor]] = {}
+            for p in parts:
+                for comp, mask in p["broken"].items():
+                    broken.setdefault(comp, []).append(mask)
             outcomes.append(
                 AttackOutcome(
                     attack=spec.name,
@@ -208,16 +262,53 @@ def evaluate_shard(
                         **getattr(runner, "params", {}),
                         **({"eot_draws": eot_draws} if eot and not spec.native_eot else {}),
                     },
-                    adv_correct=adv_correct.cpu(),
-                    own_correct=None if from_transfer is None else own.cpu(),
-                    from_transfer=None if from_transfer is None else from_transfer.cpu(),
-                    forward_rows=counter.forward_rows,
-                    backward_rows=counter.backward_rows,
-                    wall_seconds=time.perf_counter() - start,
+                    adv_correct=adv_correct,
+                    own_correct=None if from_transfer is None else own,
+                    from_transfer=from_transfer,
+                    forward_rows=sum(int(p["forward_rows"]) for p in parts),
+                    backward_rows=sum(int(p["backward_rows"]) for p in parts),
+                    wall_seconds=sum(float(p["seconds"]) for p in parts),
                     eot=eot,
                     bpda=bpda,
                     component_broken={k: torch.cat(v) for k, v in broken.items()},
                 )
             )
-    zero_grad = {k: v.cpu() for k, v in zero_grad.items()}
-    return ShardResult(indices.cpu(), clean_correct.cpu(), outcomes, zero_grad)
+    bar.close()
+    return ShardResult(indices.cpu(), clean_correct, outcomes, zero_grad)
+
+
+def _unit(units: UnitStore, bar, name: tuple, compute) -> dict[str, Any]:
+    result = units.run(name, compute)
+    bar.update(1)
+    return result
+
+
+def _attack_unit_name(tm: str, runner, b: int) -> tuple:
+    return ("attack", tm, runner.name, runner.eps, fingerprint(runner.params), b)
+
+
+def _zero_grad_unit(predictor, tm: str, eot_draws: int, spec, x, y) -> dict[str, Any]:
+    model, ctx, _, _ = crafting_model(predictor, tm, eot_draws, spec)
+    return {"mask": zero_gradient_mask(model, ctx, x, y, len(x)).cpu()}
+
+
+def _attack_unit(
+    predictor, runner, ctx, x, y, b: int, score_draws: int, batch_size: int
+) -> dict[str, Any]:
+    """One batch under one attack: craft (seeded by the batch index), score on k draws."""
+    start = time.perf_counter()
+    with count_passes(predictor.net) as counter:
+        with ctx():
+            adv = runner(x, y, call=b).detach()
+        broken = {
+            comp: mask.to(torch.bool).cpu()
+            for comp, mask in getattr(runner, "last_component_success", {}).items()
+        }
+    correct = score(predictor, adv, y, score_draws, batch_size).cpu()
+    return {
+        "correct": correct,
+        "forward_rows": counter.forward_rows,
+        "backward_rows": counter.backward_rows,
+        "seconds": time.perf_counter() - start,
+        "broken": broken,
+    }

@@ -20,6 +20,7 @@ from robustlab.attacks.rng import attack_rng
 from robustlab.evaluation.engine import ShardResult, evaluate_shard
 from robustlab.evaluation.natural import shift_records
 from robustlab.evaluation.summary import build_records, merge_shards
+from robustlab.evaluation.units import STATE_DIR, fingerprint
 from robustlab.inference.build import build_predictor
 from robustlab.modes import eval_mode
 from robustlab.results.outcomes import OUTCOMES_FILE, Outcomes, append_outcomes, split
@@ -96,6 +97,7 @@ class Evaluator:
     natural_shifts: list[int] | None = None
     progress: bool = True
     loggers: list = field(default_factory=list)
+    resumable: bool = True  # keep finished units under output_dir/eval_state (units.py)
 
     def evaluate(
         self,
@@ -137,6 +139,7 @@ class Evaluator:
                 batch_size=self.batch_size,
                 progress=self.progress and rank == 0,
                 heavy_on_randomized=self.heavy_on_randomized,
+                state_dir=self._state_dir(inference_cfg, rank, world_size),
             )
             cell_meta = {
                 **self.meta,
@@ -170,6 +173,13 @@ class Evaluator:
         if write and rank == 0:
             self.publish(records, outcomes)
         return records
+
+    def _state_dir(self, inference_cfg: dict[str, Any], rank: int, world_size: int) -> Path | None:
+        """Where this wrapper's finished units are kept (None: not resumable)."""
+        if not self.resumable:
+            return None
+        scope = fingerprint(dict(inference_cfg), rank, world_size)
+        return self.output_dir / STATE_DIR / scope
 
     def _shift_records(self, predictor, net, x, y, meta) -> list[dict[str, Any]]:
         """Natural shifts (darker, sharper, noise) at ``natural_shifts`` severities, reported like
