@@ -3,7 +3,10 @@ the records it wrote before the plan/config-group refactor, field for field (onl
 and wall seconds may differ). tests/fixtures/pinned_cell_records.json came from the old code; its
 MI-OL records were regenerated once when randomized predictors began to be scored on k draws
 (one-draw, majority-of-k, worst-of-k), batched EOT and the transfer floor (the plain records did
-not change)."""
+not change). All of them were regenerated once more for resumable cells: an epoch's training order
+is drawn from (seed, epoch) alone, so the trained weights differ; and a randomized predictor's
+scoring draws are seeded per evaluation unit. Evaluated on the same weights (mode=eval), the old
+and new code give identical plain records; MI-OL's differ only in their scoring draws."""
 
 from __future__ import annotations
 
