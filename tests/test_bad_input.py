@@ -76,6 +76,7 @@ CASES = [
     (["mode=eval"], "mode=eval needs ckpt=PATH"),
     (["mode=eval", "ckpt=missing.pt"], "ckpt=missing.pt does not exist"),
     (["dataset.eps=2"], "dataset.eps=2.0 is outside (0, 1]"),
+    (["logger=wandb", "logger.wandb.mode=onlin"], "logger.wandb.mode='onlin' is not one of"),
     (["+attack.nope.steps=3"], "attack.nope has no _target_"),
     # old spellings name the new one
     (["attacks=[fgsm]"], "attacks is gone; use attack=[fgsm,pgd]"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 
 import numpy as np
@@ -181,8 +182,13 @@ def test_download_file_url(tmp_path):
     source = tmp_path / "src.bin"
     source.write_bytes(b"robustlab" * 100)
     dest = tmp_path / "out" / "copy.bin"
-    download_and_verify(source.as_uri(), dest, md5sum(source))
+    old = os.umask(0o022)
+    try:
+        download_and_verify(source.as_uri(), dest, md5sum(source))
+    finally:
+        os.umask(old)
     assert dest.read_bytes() == source.read_bytes()
+    assert dest.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
 
 
 def test_download_bad_md5_leaves_nothing(tmp_path):

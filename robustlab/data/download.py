@@ -36,6 +36,7 @@ def download_and_verify(
     dest = Path(dest_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 -> the mode ``open`` would give
     try:
         digest = hashlib.md5(usedforsecurity=False)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
@@ -75,3 +76,9 @@ def extract_tar(archive: Path, dest_dir: Path) -> None:
     """Extract a (gzipped) tar archive into ``dest_dir``, refusing unsafe member paths."""
     with tarfile.open(archive) as tar:
         tar.extractall(dest_dir, filter="data")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

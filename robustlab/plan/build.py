@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from robustlab.config import config_hash
+from robustlab.loggers import check_loggers
 from robustlab.models.loading import load_weights
 from robustlab.models.provenance import checkpoint_defense, checkpoint_training_flags
 from robustlab.paths import CONF_DIR
@@ -31,6 +32,7 @@ def build_plan(cfg: DictConfig) -> CellPlan:
     checks.check_run(cfg)
     checks.check_eval(cfg)
     checks.check_model(cfg)
+    check_loggers(cfg.get("logger"))
     cell = training_job(cfg, "defense")
     checks.check_baselines(cfg)
     defense_cls = checks.defense_class("defense", cfg.defense)
