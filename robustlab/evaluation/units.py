@@ -33,7 +33,9 @@ def fingerprint(*parts: Any) -> str:
     digest = hashlib.sha256()
     for part in parts:
         if isinstance(part, torch.Tensor):
-            digest.update(part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(
+                part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            )
         else:
             digest.update(json.dumps(part, sort_keys=True, default=repr).encode())
     return digest.hexdigest()[:16]
