@@ -135,7 +135,8 @@ def fit(
     key = training_key(cfg)
     checkpoint_dir = Path(cfg.output_dir) / "checkpoints"
     resume = None if cfg.trainer.get("fast_dev_run") else resume_point(checkpoint_dir, key)
-    if resume is not None and resume["epoch"] + 1 >= int(cfg.trainer.max_epochs):
+    max_epochs = cfg.trainer.get("max_epochs")
+    if resume is not None and max_epochs is not None and resume["epoch"] + 1 >= int(max_epochs) > 0:
         finish_from_checkpoint(job, defense, resume, cached)
         return None
     if defense.val_attack is not None:
