@@ -64,4 +64,10 @@ def discard_partial(out_dir: Path) -> None:
 def mark_complete(out_dir: Path, cell_hash: str, n_records: int) -> None:
     """Write the marker, then drop the evaluation units the records now hold."""
     write_json_atomic(out_dir / DONE_FILE, {"config_hash": cell_hash, "n_records": n_records})
+    drop_units(out_dir)
+
+
+def drop_units(out_dir: Path) -> None:
+    """Remove a complete cell's evaluation units (also those a kill right after its marker
+    left behind)."""
     shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)

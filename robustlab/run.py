@@ -40,7 +40,13 @@ from robustlab.results.compare import summary
 from robustlab.results.report import dedupe
 from robustlab.results.store import RECORDS_FILE, read_records
 from robustlab.results.versions import library_versions
-from robustlab.resume import CELL_LOCK, completed_records, discard_partial, mark_complete
+from robustlab.resume import (
+    CELL_LOCK,
+    completed_records,
+    discard_partial,
+    drop_units,
+    mark_complete,
+)
 from robustlab.signals import exit_on_termination
 from robustlab.spellings import check_spellings
 from robustlab.training import build_defense, ensure_trained, fit, load_cached, reuse_cached
@@ -104,6 +110,7 @@ def execute_unlocked(plan: CellPlan) -> list[dict]:
     done = completed_records(out, plan.cell_hash)
     if done is not None:
         print(f"robustlab: {out} is complete ({len(done)} records); skipping")
+        drop_units(out)
         return done
     if not is_worker_rank():
         discard_partial(out)

@@ -399,6 +399,5 @@ def test_sweep_killed_anywhere_ends_as_the_uninterrupted_sweep(tmp_path):
         f"(first kills at {sorted(int(first) for _, _, first, _ in plans)}), "
         f"{elapsed:.0f} s wall, {cpu_s:.0f} s CPU in the sweeps"
     )
-    if leftovers:
-        print(f"note: complete cells still holding eval_state: {leftovers}")
+    assert not leftovers, f"complete cells still holding eval_state: {leftovers}"
     assert not problems, "\n".join(problems)
