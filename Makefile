@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 GRID ?= experiment=grid_default
 ARGS ?=
 
-.PHONY: install run test test-all lint clean bench report sweep
+.PHONY: install run test test-all test-slurm lint clean bench report sweep
 
 install: $(STAMP)
 
@@ -35,10 +35,17 @@ report: $(STAMP)
 	$(VENV)/bin/robustlab-report $(or $(DIR),multirun)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not slurm"
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slurm"
+
+# The slurm-marked tests on a single-node SLURM cluster on this machine (root; the script installs
+# slurm-wlm and munge with apt-get the first time and leaves the cluster up; stop it with
+# scripts/slurm_cluster.sh stop).
+test-slurm: $(STAMP)
+	scripts/slurm_cluster.sh start
+	$(PY) -m pytest -q -m slurm tests/slurm --durations=0
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check robustlab tests experiments examples
