@@ -27,6 +27,7 @@ from robustlab.cache import (
     training_lock,
 )
 from robustlab.config import config_hash, seed_group
+from robustlab.console import quiet_third_party
 from robustlab.devices import pin_gpu
 from robustlab.evaluation.callback import RobustEvaluation, split_tensors
 from robustlab.evaluation.evaluator import Evaluator
@@ -125,6 +126,7 @@ def execute_unlocked(plan: CellPlan) -> list[dict]:
     loggers = build_loggers(plan.config.logger)
     evaluator = build_evaluator(plan, datamodule, loggers)
     if plan.mode == "eval":
+        print(f"robustlab: evaluating {plan.ckpt} ({plan.recorded_defense})")
         load_weights(net, plan.ckpt)
         records = evaluate_loaded(
             plan.config, evaluator, datamodule, net, flags=plan.recorded_training_flags
@@ -246,6 +248,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     job_num = runtime.job.num if runtime.mode == RunMode.MULTIRUN else None
     pin_gpu(cfg, job_num, torch.cuda.device_count())
     exit_on_termination()
+    quiet_third_party()  # again: a launcher's worker process starts without the filters
     try:
         plans = plan_all(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as err:
@@ -260,4 +263,5 @@ def main() -> None:
     except ConfigError as err:
         fail(err)
     sys.argv[1:] = add_plugins_from_environment(sys.argv[1:])
+    quiet_third_party()
     _hydra_main()

@@ -26,6 +26,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from robustlab.cache import (
     CacheWriter,
     checkpoint_path,
+    is_worker_rank,
     remove_stale_temp_files,
     training_config,
     training_key,
@@ -141,8 +142,10 @@ def fit(
         return None
     if defense.val_attack is not None:
         callbacks = [CatastrophicOverfittingMonitor(), *callbacks]
+    if not is_worker_rank():
+        say_what_trains(job, resume, cached, max_epochs)
     callbacks = [
-        ResumeState(key, job.defense),
+        ResumeState(key),
         *checkpoint_callbacks(checkpoint_dir, monitor),
         *callbacks,
     ]
@@ -162,6 +165,18 @@ def fit(
         weights_only=True,
     )
     return trainer
+
+
+def say_what_trains(job: TrainingJob, resume, cached: Path | None, max_epochs) -> None:
+    """One line: training from scratch or resuming, with where the result goes."""
+    where = f" -> {cached}" if cached is not None else ""
+    if resume is None:
+        print(f"robustlab: training {job.defense} for {max_epochs} epoch(s){where}")
+    else:
+        print(
+            f"robustlab: resuming training of {job.defense} at epoch {resume['epoch'] + 2} "
+            f"of {max_epochs}{where}"
+        )
 
 
 def finish_from_checkpoint(
@@ -205,7 +220,6 @@ def ensure_trained(job: TrainingJob) -> Path:
                 remove_stale_temp_files(cached)
             defense = build_defense(job, instantiate(cfg.model))
             if not reuse_cached(defense, cached):
-                print(f"robustlab: training dependency {job.defense} -> {cached}")
                 datamodule = instantiate(cfg.dataset)
                 pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
                 defense = build_defense(job, instantiate(cfg.model))

@@ -67,11 +67,10 @@ def _plain(obj: Any) -> Any:
 
 class ResumeState(pl.Callback):
     """Stamps each checkpoint with the training key and the RNG states; on resume, restores the
-    RNG states at the first epoch start, and says where training resumes."""
+    RNG states at the first epoch start."""
 
-    def __init__(self, training_key: str, defense: str):
+    def __init__(self, training_key: str):
         self.training_key = training_key
-        self.defense = defense
         self._pending: dict[str, Any] | None = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
@@ -81,15 +80,9 @@ class ResumeState(pl.Callback):
         self._pending = checkpoint[STATE_KEY]["rng"]
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if self._pending is None:
-            return
-        if trainer.is_global_zero:
-            print(
-                f"robustlab: resuming training of {self.defense} at epoch "
-                f"{trainer.current_epoch + 1} of {trainer.max_epochs}"
-            )
-        set_rng_state(self._pending)
-        self._pending = None
+        if self._pending is not None:
+            set_rng_state(self._pending)
+            self._pending = None
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -1,0 +1,54 @@
+"""A quiet console: third-party tips, hardware banners and deprecation notices that say nothing
+about the run are filtered where they come from; robustlab's own warnings, and every other
+warning, still show.
+
+Filtered: Lightning's product tip (litlogger), its GPU/TPU/HPU availability lines, the
+"Loading `train_dataloader`" and "`Trainer.fit` stopped" notes (robustlab says what each cell
+does itself), its checkpoint-restore note (robustlab says where training resumes), the
+logging-interval, srun and eval-mode-modules hints, and the pytree deprecation Lightning
+triggers in torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+NOISE = re.compile(
+    "|".join(
+        (
+            r"💡 Tip:",
+            r"(GPU|TPU|HPU) available:",
+            r"Loading `train_dataloader` to estimate",
+            r"`Trainer\.fit` stopped:",
+            r"Restored all states from the checkpoint",
+        )
+    )
+)
+WARNING_NOISE = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"The `srun` command is available on your system but is not used",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # the translation defense keeps its frozen translator and gate in eval mode on purpose
+    r"Found \d+ module\(s\) in eval mode at the start of training",
+)
+LIGHTNING_LOGGERS = (
+    "pytorch_lightning.utilities.rank_zero",
+    "lightning_fabric.utilities.rank_zero",
+)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not NOISE.match(record.getMessage())
+
+
+def quiet_third_party() -> None:
+    """Install the filters (idempotent; called in every process that runs cells)."""
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+    for message in WARNING_NOISE:
+        warnings.filterwarnings("ignore", message=message)
