@@ -71,8 +71,12 @@ def checkpoint_path(cfg: DictConfig) -> Path:
 
 
 def is_worker_rank() -> bool:
-    """True in the extra processes Lightning's DDP launcher starts (they must not take the lock)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0
+    """True in the extra processes of a DDP run (they must not take locks or tidy files): those
+    Lightning's launcher starts (LOCAL_RANK, NODE_RANK) and the tasks srun starts beside task 0
+    under SLURM (SLURM_PROCID)."""
+    return any(
+        int(os.environ.get(k, "0")) != 0 for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    )
 
 
 def training_lock(path: Path) -> FileLock | None:

@@ -44,7 +44,15 @@ def completed_records(out_dir: Path, cell_hash: str) -> list[dict] | None:
         missing = [key for key in keyed if key not in outcomes]
         if missing:
             raise ValueError(f"{out_dir / OUTCOMES_FILE} lacks {len(missing)} records' outcomes")
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        EOFError,
+        zipfile.BadZipFile,
+    ) as err:
         print(f"robustlab: warning: {str(err).splitlines()[0]}; redoing {out_dir}", file=sys.stderr)
         return None
     return records

@@ -50,7 +50,14 @@ from robustlab.resume import (
 )
 from robustlab.signals import exit_on_termination
 from robustlab.spellings import check_spellings
-from robustlab.training import build_defense, ensure_trained, fit, load_cached, reuse_cached
+from robustlab.training import (
+    build_defense,
+    drop_foreign_checkpoints,
+    ensure_trained,
+    fit,
+    load_cached,
+    reuse_cached,
+)
 
 
 def run(cfg: DictConfig) -> list[dict]:
@@ -214,6 +221,7 @@ def train_or_reuse(
         if cached is not None and reuse_cached(defense, cached):
             lock.release()
             print(f"robustlab: reusing trained weights {cached}")
+            drop_foreign_checkpoints(job)
             return evaluate_loaded(cfg, evaluator, datamodule, defense.net, defense)
         evaluation = RobustEvaluation(
             evaluator, int(cfg.eval.every_n_val_epochs), int(cfg.eval.val_subset)

@@ -135,7 +135,11 @@ def fit(
     cfg = job.config
     key = training_key(cfg)
     checkpoint_dir = Path(cfg.output_dir) / "checkpoints"
-    resume = None if cfg.trainer.get("fast_dev_run") else resume_point(checkpoint_dir, key)
+    resume = (
+        None
+        if cfg.trainer.get("fast_dev_run")
+        else resume_point(checkpoint_dir, key, tidy=not is_worker_rank())
+    )
     max_epochs = cfg.trainer.get("max_epochs")
     if resume is not None and max_epochs is not None and resume["epoch"] + 1 >= int(max_epochs) > 0:
         finish_from_checkpoint(job, defense, resume, cached)
@@ -165,6 +169,13 @@ def fit(
         weights_only=True,
     )
     return trainer
+
+
+def drop_foreign_checkpoints(job: TrainingJob) -> None:
+    """When the weights come from the cache, the cell's ``checkpoints/`` may only hold those of
+    the same training (a killed run of it); another config's are removed."""
+    if not is_worker_rank():
+        resume_point(Path(job.config.output_dir) / "checkpoints", training_key(job.config))
 
 
 def say_what_trains(job: TrainingJob, resume, cached: Path | None, max_epochs) -> None:

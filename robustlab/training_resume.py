@@ -90,13 +90,17 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def resume_point(checkpoint_dir: Path, training_key: str) -> dict[str, Any] | None:
+def resume_point(
+    checkpoint_dir: Path, training_key: str, tidy: bool = True
+) -> dict[str, Any] | None:
     """The checkpoint to resume from (``{"path", "epoch", "checkpoint"}``), or None to start
     afresh. A stale directory (another training config, an unreadable file, or checkpoints
-    without a resume stamp) is emptied, so ``best.ckpt`` always belongs to this training run."""
+    without a resume stamp) is emptied, so ``best.ckpt`` always belongs to this training run
+    (``tidy=False``: left alone, in DDP's extra processes)."""
     path = checkpoint_dir / LAST
+    empty = _empty if tidy else (lambda _dir: None)
     if not path.is_file():
-        _empty(checkpoint_dir)
+        empty(checkpoint_dir)
         return None
     try:
         checkpoint = read_checkpoint(path)
@@ -108,11 +112,11 @@ def resume_point(checkpoint_dir: Path, training_key: str) -> dict[str, Any] | No
             f"robustlab: warning: {path} is unreadable ({reason[:160]}); training from scratch",
             file=sys.stderr,
         )
-        _empty(checkpoint_dir)
+        empty(checkpoint_dir)
         return None
-    if stamp.get("training_key") != training_key:
+    if not isinstance(stamp, dict) or stamp.get("training_key") != training_key:
         print(f"robustlab: {path} is another training config's; training from scratch")
-        _empty(checkpoint_dir)
+        empty(checkpoint_dir)
         return None
     return {"path": path, "epoch": epoch, "checkpoint": checkpoint}
 

@@ -66,11 +66,13 @@ def cache_weights(cfg):
 
 
 class _KillAtEpoch(pl.Callback):
-    def __init__(self, epoch):
-        self.epoch = epoch
+    """Killed at the start of ``epoch`` of the cell's own defense (not of its dependencies)."""
+
+    def __init__(self, epoch, defense):
+        self.epoch, self.defense = epoch, defense
 
     def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
+        if trainer.current_epoch == self.epoch and pl_module.name == self.defense:
             raise SystemExit(137)
 
 
@@ -80,13 +82,13 @@ def run_killed_in_training(monkeypatch, cfg, epoch):
         patch.setattr(
             training,
             "checkpoint_callbacks",
-            lambda *a: [*original(*a), _KillAtEpoch(epoch)],
+            lambda *a: [*original(*a), _KillAtEpoch(epoch, cfg.defense.name)],
         )
         with pytest.raises(SystemExit):
             run(cfg)
 
 
-@pytest.mark.parametrize("defense", ["pgd_at", "mixup"])
+@pytest.mark.parametrize("defense", ["pgd_at", "mixup", "translation"])
 def test_a_cell_killed_in_training_resumes_bit_identical(defense, cell, monkeypatch, capsys):
     """Killed at the start of epoch 3 of 4, the rerun resumes there (the log says so) and ends
     with the very weights and records of an uninterrupted run."""
@@ -337,3 +339,27 @@ def test_sigterm_in_a_sweep_exits_non_zero_and_the_rerun_resumes(tmp_path):
     assert "resuming training of pgd_at at epoch" in rerun.stdout
     for name in ("0_digits_pgd_at", "1_digits_erm"):
         assert (sweep / name / DONE_FILE).is_file()
+
+
+def test_units_of_another_config_are_never_reused(cell, monkeypatch, capsys):
+    """Killed in evaluation, then rerun in the same directory with another PGD step count: the
+    FGSM units (same attack parameters, same weights) belong to another evaluated config."""
+    killed = cell("killed", "trainer.max_epochs=1")
+    with monkeypatch.context() as patch:
+        _kill_at_unit(patch, 10)
+        with pytest.raises(SystemExit):
+            run(killed)
+    changed = cell("killed", "trainer.max_epochs=1", "attack.pgd.steps=4")
+    expected = run(cell("fresh", "trainer.max_epochs=1", "attack.pgd.steps=4"))
+    capsys.readouterr()
+    assert stable(run(changed)) == stable(expected)
+    assert "resumes:" not in capsys.readouterr().out
+
+
+def test_a_garbled_done_marker_redoes_the_cell(cell, capsys):
+    cfg = cell("one", "trainer.max_epochs=1")
+    expected = run(cfg)
+    (Path(cfg.output_dir) / DONE_FILE).write_text("[]")
+    capsys.readouterr()
+    assert stable(run(cfg)) == stable(expected)
+    assert "redoing" in capsys.readouterr().err

@@ -139,7 +139,9 @@ class Evaluator:
                 batch_size=self.batch_size,
                 progress=self.progress and rank == 0,
                 heavy_on_randomized=self.heavy_on_randomized,
-                state_dir=self._state_dir(inference_cfg, rank, world_size),
+                state_dir=self._state_dir(
+                    inference_cfg, {**self.meta, **(meta or {})}, rank, world_size
+                ),
             )
             cell_meta = {
                 **self.meta,
@@ -174,11 +176,16 @@ class Evaluator:
             self.publish(records, outcomes)
         return records
 
-    def _state_dir(self, inference_cfg: dict[str, Any], rank: int, world_size: int) -> Path | None:
-        """Where this wrapper's finished units are kept (None: not resumable)."""
+    def _state_dir(
+        self, inference_cfg: dict[str, Any], meta: dict[str, Any], rank: int, world_size: int
+    ) -> Path | None:
+        """Where this wrapper's finished units are kept (None: not resumable): scoped by the
+        wrapper's config and the evaluated config's hash (data split, attacks, eval settings),
+        beside what the engine adds (weights, points, seed, draws)."""
         if not self.resumable:
             return None
-        scope = fingerprint(dict(inference_cfg), rank, world_size)
+        identity = {k: meta.get(k) for k in ("config_hash", "defense", "versions")}
+        scope = fingerprint(dict(inference_cfg), identity, rank, world_size)
         return self.output_dir / STATE_DIR / scope
 
     def _shift_records(self, predictor, net, x, y, meta) -> list[dict[str, Any]]:

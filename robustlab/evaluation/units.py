@@ -4,8 +4,9 @@ A unit is one batch of test examples under one (inference wrapper, attack, eps, 
 the clean scoring / gradient check of one batch. Each runs in a generator seeded from the cell's
 seed and the unit's name alone (``derive_seed``), so its result does not depend on which units ran
 before it in this process, and is written atomically to ``eval_state/<scope>/<unit>.pt`` the moment
-it finishes. ``scope`` hashes everything a unit's result depends on besides its name (the
-predictor's weights and config, the shard's points, seed and draws); a rerun after a kill
+it finishes. The scope directory hashes everything a unit's result depends on besides its name
+(the evaluated config's hash: data split, attacks, evaluation settings; the wrapper's config;
+library versions; the predictor's weights; the shard's points, seed and draws); a rerun after a kill
 recomputes only the missing units and writes records identical to an uninterrupted run's. Files
 are read with ``weights_only`` (tensors and plain values, no code); an unreadable one is said in
 one line and recomputed.
@@ -54,8 +55,6 @@ class UnitStore:
     def __init__(self, directory: Path | None, seed: int):
         self.directory = directory
         self.seed = seed
-        self.reused = 0
-        self.computed = 0
 
     def _path(self, unit: tuple) -> Path | None:
         if self.directory is None:
@@ -79,13 +78,11 @@ class UnitStore:
         if path is not None and path.is_file():
             loaded = self._load(path, unit)
             if loaded is not None:
-                self.reused += 1
                 return loaded
         with attack_rng(derive_seed(self.seed, "unit", *map(str, unit))):
             result = compute()
         if path is not None:
             save_atomic({"unit": list(map(str, unit)), "result": result}, path)
-        self.computed += 1
         return result
 
     @staticmethod

@@ -109,8 +109,12 @@ class Translation(DefenseModule):
         return self
 
     # ---- pairs ---------------------------------------------------------------------------------
-    def shifted_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs, shifted mask): identity pairs keep x; the others get one shift source each."""
+    def shifted_batch(
+        self, x: torch.Tensor, y: torch.Tensor, call: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, shifted mask): identity pairs keep x; the others get one shift source each.
+        ``call`` seeds the attacks (the training batch's position, so a resumed run crafts what
+        an uninterrupted one did)."""
         n_sources = len(self.attacks) + len(self.natural)
         identity = torch.rand(len(x), device=x.device) < self.identity_share
         source = torch.randint(n_sources, (len(x),), device=x.device)
@@ -120,7 +124,7 @@ class Translation(DefenseModule):
             if idx.numel() == 0:
                 continue
             if i < len(self.attacks):
-                x_in[idx] = self.attacks[i](x[idx], y[idx])
+                x_in[idx] = self.attacks[i](x[idx], y[idx], call=call)
             else:
                 severity = torch.randint(1, MAX_SEVERITY + 1, (idx.numel(),), device=x.device)
                 x_in[idx] = SHIFTS[self.natural[i - len(self.attacks)]](x[idx], severity)
@@ -129,7 +133,7 @@ class Translation(DefenseModule):
     # ---- training ------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x, y = batch
-        x_in, shifted = self.shifted_batch(x, y)
+        x_in, shifted = self.shifted_batch(x, y, call=self.current_epoch * 100_000 + batch_idx)
         opts = self.optimizers()
         opts = iter(opts if isinstance(opts, list) else [opts])
         opt_t = next(opts)
