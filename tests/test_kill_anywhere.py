@@ -20,7 +20,8 @@ until it exits 0 (at most twice); then
     number of evaluation units already done, or the cell found complete.
 
 Single kills leave the directory to one rerun; chains kill each next attempt again at a later
-moment. Scenarios run two at a time (each process has one torch thread); on two free cores the
+moment. Scenarios run in parallel, one per CPU core up to four (each process has one torch
+thread); on two free cores the
 test takes about two to three minutes (each attempt pays ~5 s of importing torch and Lightning).
 """
 

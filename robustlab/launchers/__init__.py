@@ -1,3 +1,4 @@
-"""Hydra launchers of robustlab's own (conf/hydra/launcher/*.yaml name them by ``_target_``).
+"""robustlab's additions to Hydra's launchers: the SLURM job watcher (``slurm.QueueWatch``), a
+Hydra callback that conf/hydra/launcher/slurm.yaml adds to ``hydra.callbacks``.
 
-Imported only when a launcher config names one; nothing here runs at ``import robustlab``."""
+Imported only when that launcher config is used; nothing here runs at ``import robustlab``."""
