@@ -1,4 +1,5 @@
-"""``robustlab-report DIR``: aggregate every record under DIR into markdown, CSV and figures."""
+"""``robustlab-report DIR``: aggregate every record under DIR into markdown, CSV, figures and a
+self-contained HTML page (optionally a W&B summary run)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from robustlab.results.compare import (
     fmt_spread,
     seed_rows,
 )
+from robustlab.results.flags import FLAGS_CAVEAT
 from robustlab.results.record import REQUIRED_FIELDS, WORST_CASE
 from robustlab.results.store import scan_records
 from robustlab.results.table import fmt_acc, fmt_eps, fmt_protocols, format_flags_banner, interval
@@ -179,27 +181,48 @@ def cell_text(grid: Grid, row: str, col: str) -> str:
     return f"{WARN} {text}" if rec.get("sanity_flags") else text
 
 
-def markdown(grid: Grid) -> str:
-    """The dataset's table, then the flagged cells and any shadowed records."""
+def grid_table(grid: Grid) -> tuple[list[str], list[list[str]]]:
+    """The dataset's table as text cells (header, rows): what report.md, report.html and the W&B
+    summary show."""
     header = ["defense", "clean", *grid.cols]
-    lines = [f"## {grid.dataset}", "", "| " + " | ".join(header) + " |"]
-    lines.append("|" + "---|" * len(header))
+    rows = []
     for row in grid.rows:
         clean = grid.clean[row]
         protocols = f" ({fmt_protocols(clean, 'clean')})" if "score_draws" in clean else ""
         spread = clean.get("seed_spread")
         shown = fmt_spread(spread["clean"]) if spread else fmt_acc(clean, "clean")
-        cells = [row, shown + protocols]
-        cells += [cell_text(grid, row, c) for c in grid.cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    flagged = [(k, r) for k, r in grid.cells.items() if r.get("sanity_flags")]
+        rows.append([row, shown + protocols, *(cell_text(grid, row, c) for c in grid.cols)])
+    return header, rows
+
+
+def flagged_cells(grid: Grid) -> list[tuple[str, str, list[str]]]:
+    """(row, column, flags) of every cell whose record carries sanity flags."""
+    return [
+        (row, col, list(r["sanity_flags"]))
+        for (row, col), r in grid.cells.items()
+        if r.get("sanity_flags")
+    ]
+
+
+SHADOWED_NOTE = (
+    "Note: {n} record(s) share a cell with a later one of another config (e.g. seed); only "
+    "report.csv lists them."
+)
+
+
+def markdown(grid: Grid) -> str:
+    """The dataset's table, then the flagged cells and any shadowed records."""
+    header, rows = grid_table(grid)
+    lines = [f"## {grid.dataset}", "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    flagged = flagged_cells(grid)
     if flagged:
-        lines += ["", "Sanity flags (these numbers may overestimate robustness):"]
-        for (row, col), r in flagged:
-            lines.append(f"- {WARN} {row} / {col}: {', '.join(r['sanity_flags'])}")
+        lines += ["", f"Sanity flags ({FLAGS_CAVEAT}):"]
+        for row, col, flags in flagged:
+            lines.append(f"- {WARN} {row} / {col}: {', '.join(flags)}")
     if grid.shadowed:
-        note = f"Note: {grid.shadowed} record(s) share a cell with a later one of another config"
-        lines += ["", note + " (e.g. seed); only report.csv lists them."]
+        lines += ["", SHADOWED_NOTE.format(n=grid.shadowed)]
     return "\n".join(lines)
 
 
@@ -258,29 +281,41 @@ def annotate(records: list[dict[str, Any]], comparisons: list[Comparison]) -> No
         }
 
 
-def comparison_markdown(comparisons: list[Comparison], baseline: str, problems) -> str:
-    """The "vs baseline" table of every dataset."""
-    lines = [
-        f"## vs {baseline}",
-        "",
+def comparison_intro(baseline: str) -> str:
+    """What the "vs baseline" tables show."""
+    return (
         f"Paired on the same test points: delta = defense - {baseline} in percent points with its "
         "95% interval (Newcombe's paired interval for one seed; over several seeds the mean with "
-        "a t interval on the seeds); * = the interval excludes 0; p = exact McNemar per seed.",
-    ]
+        "a t interval on the seeds); * = the interval excludes 0; p = exact McNemar per seed."
+    )
+
+
+def comparisons_by_dataset(comparisons: list[Comparison]) -> dict[str, list[Comparison]]:
     by_dataset: dict[str, list[Comparison]] = defaultdict(list)
     for c in comparisons:
         by_dataset[c.key["dataset"]].append(c)
-    for dataset, rows in sorted(by_dataset.items()):
+    return dict(sorted(by_dataset.items()))
+
+
+def no_pairs_note(baseline: str) -> str:
+    return f"No record pairs with {baseline} (same dataset, model, attack and seed)."
+
+
+def comparison_markdown(comparisons: list[Comparison], baseline: str, problems) -> str:
+    """The "vs baseline" table of every dataset."""
+    lines = [f"## vs {baseline}", "", comparison_intro(baseline)]
+    for dataset, rows in comparisons_by_dataset(comparisons).items():
         lines += ["", f"### {dataset}", "", "| " + " | ".join(COMPARISON_HEADER) + " |"]
         lines.append("|" + "---|" * len(COMPARISON_HEADER))
         lines += ["| " + " | ".join(comparison_columns(c)) + " |" for c in rows]
     if not comparisons:
-        lines += ["", f"No record pairs with {baseline} (same dataset, model, attack and seed)."]
+        lines += ["", no_pairs_note(baseline)]
     lines += [f"- not paired: {p}" for p in problems]
     return "\n".join(lines)
 
 
 def _figures(grid: Grid, out: Path) -> list[Path]:
+    """The heatmap of ``grid`` and, where eps lists were run, its eps curves (PNG files)."""
     from robustlab.results.figures import plot_eps_curves, plot_heatmap
 
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", grid.dataset)
@@ -313,6 +348,131 @@ def _figures(grid: Grid, out: Path) -> list[Path]:
     return paths
 
 
+class ReportError(Exception):
+    """No report can be made (no records, an unknown baseline): one line, exit status 2."""
+
+
+@dataclass
+class Report:
+    """Everything a report shows, computed once from the records under ``source``; report.md,
+    report.html and the W&B summary are views of it."""
+
+    source: Path
+    records: list[dict[str, Any]]  # deduplicated, annotated: the rows of report.csv
+    grids: list[Grid]
+    dropped: int = 0
+    baseline: str | None = None
+    comparisons: list[Comparison] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    generated: str = ""
+    figures: dict[str, list[Path]] = field(default_factory=dict)  # dataset -> PNGs, once written
+
+    @property
+    def n_cells(self) -> int:
+        return len({(r["config_hash"], r["inference"]) for r in self.records})
+
+    @property
+    def title(self) -> str:
+        return f"Robustness report: {self.source}"
+
+    def preamble(self) -> list[str]:
+        """The sentences under the title."""
+        lines = [f"{len(self.records)} records, {self.n_cells} cells, generated {self.generated}."]
+        if self.dropped:
+            lines.append(
+                f"{self.dropped} duplicate record(s) from reruns dropped (latest `finished` kept)."
+            )
+        lines.append(
+            "Accuracies in percent with 95% Wilson intervals; a cell run with several seeds shows "
+            "mean ± sd [min, max] x seeds."
+        )
+        return lines
+
+    def markdown(self) -> str:
+        sections = [markdown(g) for g in self.grids]
+        if self.baseline:
+            sections.append(comparison_markdown(self.comparisons, self.baseline, self.problems))
+        head = "\n".join([f"# {self.title}", "", *self.preamble()])
+        return "\n\n".join([head, *sections]) + "\n"
+
+
+def build_report(
+    root: Path, threat_model: str | None = None, baseline: str | None = None
+) -> Report:
+    """Read every record under ``root`` and lay out the report (ReportError: nothing to report)."""
+    if not root.is_dir():
+        raise ReportError(f"{root} is not a directory")
+    records = scan_records(root, skip_corrupt=True)
+    if threat_model:
+        records = [r for r in records if r["threat_model"] == threat_model]
+    if not records:
+        raise ReportError(f"no records found under {root}")
+    records, dropped = dedupe(records)
+    base_defense, _, base_inference = (baseline or "").partition("+")
+    if baseline and not any(
+        r["defense"] == base_defense and base_inference in ("", r["inference"]) for r in records
+    ):
+        defenses = sorted({r["defense"] for r in records})
+        raise ReportError(f"--baseline {baseline} has no records; defenses here: {defenses}")
+    comparisons, problems = compare(records, baseline) if baseline else ([], [])
+    annotate(records, comparisons)
+    by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in over_seeds(records):
+        by_dataset[r["dataset"]].append(r)
+    return Report(
+        source=root,
+        records=records,
+        grids=[build_grid(d, recs) for d, recs in sorted(by_dataset.items())],
+        dropped=dropped,
+        baseline=baseline,
+        comparisons=comparisons,
+        problems=problems,
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+def write_report(report: Report, out: Path) -> list[Path]:
+    """report.md, report.csv, the figures and report.html (which embeds them) under ``out``."""
+    from robustlab.results.html import render_html
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.md", out / "report.csv"]
+    written[0].write_text(report.markdown(), encoding="utf-8")
+    write_csv(written[1], report.records)
+    for grid in report.grids:
+        report.figures[grid.dataset] = _figures(grid, out)
+        written += report.figures[grid.dataset]
+    html = out / "report.html"
+    html.write_text(render_html(report), encoding="utf-8")
+    return [*written, html]
+
+
+def run_report(
+    root: Path,
+    out: Path | None = None,
+    threat_model: str | None = None,
+    baseline: str | None = None,
+    wandb: bool = False,
+) -> Report:
+    """Build, write and print the report of ``root`` (into ``out``, default ``root``); with
+    ``wandb``, also log it as the summary run of the sweep's W&B group."""
+    report = build_report(root, threat_model, baseline)
+    written = write_report(report, out or root)
+    print(report.markdown())
+    banner = format_flags_banner(report.records)
+    if banner:
+        print(banner)
+    for path in written:
+        print(f"wrote {path}")
+    if wandb:
+        from robustlab.results.wandb_summary import log_summary
+
+        run_dir = log_summary(report, out or root)
+        if run_dir is not None:
+            print(f"wrote {run_dir} (W&B summary run; upload it with: wandb sync {run_dir})")
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``robustlab-report``."""
     parser = argparse.ArgumentParser(prog="robustlab-report", description=__doc__)
@@ -324,60 +484,17 @@ def main(argv: list[str] | None = None) -> None:
         help="pair every other row with this defense (pgd_at) or defense+wrapper (mixup+plain), "
         "on the same test points",
     )
-    args = parser.parse_args(argv)
-    if not args.dir.is_dir():
-        parser.exit(2, f"robustlab-report: {args.dir} is not a directory\n")
-    records = scan_records(args.dir, skip_corrupt=True)
-    if args.threat_model:
-        records = [r for r in records if r["threat_model"] == args.threat_model]
-    if not records:
-        parser.exit(2, f"robustlab-report: no records found under {args.dir}\n")
-    records, dropped = dedupe(records)
-    out = args.out or args.dir
-    out.mkdir(parents=True, exist_ok=True)
-
-    base_defense, _, base_inference = (args.baseline or "").partition("+")
-    if args.baseline and not any(
-        r["defense"] == base_defense and base_inference in ("", r["inference"]) for r in records
-    ):
-        defenses = sorted({r["defense"] for r in records})
-        parser.exit(
-            2,
-            f"robustlab-report: --baseline {args.baseline} has no records; "
-            f"defenses here: {defenses}\n",
-        )
-    comparisons, problems = compare(records, args.baseline) if args.baseline else ([], [])
-    annotate(records, comparisons)
-    by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in over_seeds(records):
-        by_dataset[r["dataset"]].append(r)
-    grids = [build_grid(d, recs) for d, recs in sorted(by_dataset.items())]
-    cells = len({(r["config_hash"], r["inference"]) for r in records})
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    head = [f"# Robustness report: {args.dir}", ""]
-    head.append(f"{len(records)} records, {cells} cells, generated {now}.")
-    if dropped:
-        head.append(f"{dropped} duplicate record(s) from reruns dropped (latest `finished` kept).")
-    head.append(
-        "Accuracies in percent with 95% Wilson intervals; a cell run with several seeds shows "
-        "mean ± sd [min, max] x seeds."
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the report as one W&B summary run in the sweep's group (project, entity, "
+        "group and mode as the cells' logger.wandb; offline unless that or WANDB_MODE says online)",
     )
-    sections = [markdown(g) for g in grids]
-    if args.baseline:
-        sections.append(comparison_markdown(comparisons, args.baseline, problems))
-    text = "\n\n".join(["\n".join(head), *sections]) + "\n"
-
-    written = [out / "report.md", out / "report.csv"]
-    written[0].write_text(text, encoding="utf-8")
-    write_csv(written[1], records)
-    for grid in grids:
-        written += _figures(grid, out)
-    print(text)
-    banner = format_flags_banner(records)
-    if banner:
-        print(banner)
-    for path in written:
-        print(f"wrote {path}")
+    args = parser.parse_args(argv)
+    try:
+        run_report(args.dir, args.out, args.threat_model, args.baseline, args.wandb)
+    except ReportError as err:
+        parser.exit(2, f"robustlab-report: {err}\n")
 
 
 if __name__ == "__main__":
