@@ -22,10 +22,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
-# The default grid on the embedded digits, then its report (rerunning trains and attacks nothing).
+# The default grid on the embedded digits (rerunning trains and attacks nothing). The sweep ends
+# with its report (multirun/grid_default/report.md, .csv, .html, figures; the W&B summary run too
+# with ARGS="logger=wandb"): the report callback of conf/hydra/callbacks/report.yaml writes it.
 run: $(STAMP)
 	$(PY) -m robustlab experiment=grid_default $(ARGS)
-	$(VENV)/bin/robustlab-report multirun/grid_default
 
 # Bigger grids: make sweep GRID="experiment=at_quick" or GRID="defense=erm,pgd_at dataset=digits,mnist"
 sweep: $(STAMP)

@@ -1,18 +1,23 @@
-"""The end-of-run table, the flags banner, Wilson intervals, and the sweep report."""
+"""The end-of-run table, the flags banner, Wilson intervals, the sweep report, and the report at
+the end of a sweep (the Hydra callback)."""
 
 from __future__ import annotations
 
 import csv
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hypothesis import given
 from hypothesis import strategies as st
+from omegaconf import OmegaConf
 from records_fixture import make_record, sweep
 
+from robustlab.paths import CONF_DIR
 from robustlab.results.record import WORST_CASE, wilson_interval
 from robustlab.results.report import main
 from robustlab.results.store import append_records
 from robustlab.results.table import fmt_acc, format_cell_table, format_flags_banner
+from robustlab.sweep_callbacks import SweepReport, sweep_logs_to_wandb
 
 
 @given(st.integers(2, 10_000).flatmap(lambda n: st.tuples(st.integers(1, n - 1), st.just(n))))
@@ -135,3 +140,52 @@ def test_randomized_records_show_every_protocol_and_the_raw_adaptive_number():
     assert "20.0, 15.0" in text and "30.0" in text
     deterministic = format_cell_table([make_record()])
     assert "1 draw" not in deterministic and "w/o transfer" not in deterministic
+
+
+def test_report_writes_the_page_beside_the_markdown(swept):
+    root, _, out = swept
+    assert f"wrote {root / 'report.html'}" in out
+    assert (root / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def sweep_end_config(sweep_dir, **logger):
+    return OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}, "logger": logger})
+
+
+def test_a_sweep_ends_with_its_report_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    for sub, recs in sweep().items():
+        append_records(tmp_path / sub / "records.jsonl", recs)
+    callback = SweepReport()
+    callback.on_multirun_end(sweep_end_config(tmp_path, csv={}))
+    out = capsys.readouterr().out
+    assert out.count(f"wrote {tmp_path / 'report.md'}") == 1
+    assert out.count(f"wrote {tmp_path / 'report.html'}") == 1
+    assert "| mixup+mi_ol |" in out and not (tmp_path / "wandb").exists()
+    assert not sweep_logs_to_wandb(sweep_end_config(tmp_path, csv={}))
+    assert sweep_logs_to_wandb(sweep_end_config(tmp_path, wandb={"mode": "offline"}))
+    assert not sweep_logs_to_wandb(sweep_end_config(tmp_path, wandb={"mode": "disabled"}))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert not sweep_logs_to_wandb(sweep_end_config(tmp_path, wandb={"mode": "offline"}))
+
+    (tmp_path / "report.md").unlink()
+    SweepReport(enabled=False).on_multirun_end(sweep_end_config(tmp_path, csv={}))
+    assert not (tmp_path / "report.md").exists() and capsys.readouterr().out == ""
+
+
+def test_a_sweep_without_records_says_so_and_does_not_fail(tmp_path, capsys):
+    SweepReport().on_multirun_end(sweep_end_config(tmp_path / "nothing", csv={}))
+    err = capsys.readouterr().err
+    assert err == f"robustlab: no report: {tmp_path / 'nothing'} is not a directory\n"
+
+
+def test_the_report_callback_is_in_every_config_beside_the_launchers(compose_cfg):
+    def callbacks(*overrides):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        return {k: v["_target_"] for k, v in cfg.hydra.callbacks.items()}
+
+    report = {"report": "robustlab.sweep_callbacks.SweepReport"}
+    assert callbacks() == callbacks("experiment=grid_default") == report
+    slurm = callbacks("hydra/launcher=slurm")
+    assert slurm == report | {"slurm_queue_watch": "robustlab.launchers.slurm.QueueWatch"}
