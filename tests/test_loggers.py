@@ -1,15 +1,25 @@
 """W&B runs offline unless asked online, keeps its files under the cell's directory, groups runs
-by sweep, with a run id stable per cell."""
+by sweep, with a run id stable per cell; a cell's run carries its config, records and flags."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from robustlab.loggers import WANDB_FOLDERS, check_loggers, wandb_logger, wandb_mode
+from robustlab.loggers import (
+    RECORD_COLUMNS,
+    RESOLVED_CONFIG,
+    WANDB_FOLDERS,
+    check_loggers,
+    default_group,
+    wandb_logger,
+    wandb_mode,
+)
 from robustlab.plan import ConfigError
+from robustlab.results.flags import flag_meaning
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef0fa4e3e1"
 
@@ -115,3 +125,55 @@ def test_a_key_set_run_stays_offline_and_writes_nothing_to_home_nor_the_key(
     written = [p for p in cell.rglob("*") if p.is_file()]
     assert any(p.suffix == ".wandb" for p in written)  # the offline run, ready for `wandb sync`
     assert [p for p in written if FAKE_KEY.encode() in p.read_bytes()] == []
+
+
+def test_seed_folders_count_as_their_cell_for_the_group(tmp_path):
+    assert default_group(tmp_path / "sweep" / "3_digits_erm") == "sweep"
+    assert default_group(tmp_path / "sweep" / "3_digits_erm" / "seed_1") == "sweep"
+    assert default_group(tmp_path / "sweep" / "seed_x") == "sweep"
+
+
+def test_a_cell_run_carries_its_config_records_and_flags_and_ends_with_the_cell(
+    monkeypatch, tmp_path, no_key
+):
+    """The run's config is the cell's resolved_config.yaml; log_records logs every record with
+    its flags, the flags' meanings and counts; the next cell's logger (a sequential sweep, a
+    reused worker) finishes the run instead of logging into it."""
+    wandb = pytest.importorskip("wandb")
+    from records_fixture import make_record
+    from test_wandb_summary import read_run
+
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    cell = tmp_path / "sweep" / "0_digits_erm"
+    cell.mkdir(parents=True)
+    (cell / RESOLVED_CONFIG).write_text("defense:\n  name: erm\nseed: 3\n")
+    records = [
+        make_record(attack="pgd", robust_acc=0.1),
+        make_record(attack="fgsm", robust_acc=0.4, sanity_flags=["not_decreasing_in_eps"]),
+    ]
+    logger = wandb_logger(project="p", save_dir=str(cell), name="n")
+    try:
+        logger.log_records(records)
+        first = logger.experiment.id
+        wandb_logger(project="p", save_dir=str(tmp_path / "sweep" / "1_digits_erm"), name="n")
+        assert wandb.run is None  # the first cell's run is finished, none is open
+    finally:
+        wandb.teardown()
+    (run_dir,) = (cell / "wandb").glob(f"offline-run-*-{first}")
+    run = read_run(run_dir)
+    assert (
+        run["exit"] and run["config"]["defense"] == {"name": "erm"} and run["config"]["seed"] == 3
+    )
+    table = json.loads((run_dir / "files" / run["summary"]["records"]["path"]).read_text())
+    assert table["columns"] == RECORD_COLUMNS
+    assert [row[table["columns"].index("sanity_flags")] for row in table["data"]] == [
+        "",
+        "not_decreasing_in_eps",
+    ]
+    assert run["summary"]["flags_raised"] == ["not_decreasing_in_eps"]
+    assert run["summary"]["flagged_records"] == 1
+    flags = json.loads((run_dir / "files" / run["summary"]["sanity_flags"]["path"]).read_text())
+    assert flags["data"] == [["not_decreasing_in_eps", 1, flag_meaning("not_decreasing_in_eps")]]
+    assert [
+        p for p in tmp_path.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()
+    ] == []
