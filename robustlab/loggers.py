@@ -35,11 +35,9 @@ _SET_HERE: dict[str, str] = {}
 
 
 def check_wandb_mode(mode: Any) -> None:
-    """``logger.wandb.mode`` must be one of WANDB_MODES (ConfigError: one line)."""
+    """``logger.wandb.mode`` must be one of WANDB_MODES (ValueError: one line)."""
     if mode not in WANDB_MODES:
-        from robustlab.plan.errors import ConfigError  # here: the plan may import this module
-
-        raise ConfigError(f"logger.wandb.mode={mode!r} is not one of {list(WANDB_MODES)}")
+        raise ValueError(f"logger.wandb.mode={mode!r} is not one of {list(WANDB_MODES)}")
 
 
 def check_loggers(logger_cfg: Any) -> None:
@@ -62,11 +60,14 @@ def wandb_mode(mode: str = "offline") -> str:
     return "offline"
 
 
-def keep_wandb_files_under(cell_dir: Path) -> bool:
+def keep_wandb_files_under(cell_dir: Path, online: bool = False) -> bool:
     """Point each of W&B's folders the user did not set at a folder of ``cell_dir``, so nothing
-    lands in the home directory; True if one of them moved."""
+    lands in the home directory; True if one of them moved. Online, the settings folder stays
+    where W&B keeps it (a self-hosted server's address lives there)."""
     moved = False
     for var, sub in WANDB_FOLDERS.items():
+        if online and var == "WANDB_CONFIG_DIR":
+            continue
         current = os.environ.get(var)
         if current is None or current == _SET_HERE.get(var):
             folder = str((cell_dir / sub).resolve())
@@ -141,11 +142,11 @@ def finish_other_run(run_id: str | None = None) -> None:
         wandb.finish()
 
 
-def wandb_files_under(folder: Path) -> None:
+def wandb_files_under(folder: Path, online: bool = False) -> None:
     """``keep_wandb_files_under(folder)``, and where that moved a folder, the W&B session of this
     process (started with the old folders: W&B reads them only when a session starts) closed, so
     the next run starts one with the new folders."""
-    if keep_wandb_files_under(folder):
+    if keep_wandb_files_under(folder, online):
         import wandb
 
         wandb.teardown()
@@ -213,7 +214,7 @@ def wandb_logger(
         run_id = hashlib.sha1(str(cell_dir).encode()).hexdigest()[:16]
     if resolved != "disabled":
         finish_other_run(run_id)
-        wandb_files_under(cell_dir)
+        wandb_files_under(cell_dir, online=resolved == "online")
     else:
         keep_wandb_files_under(cell_dir)
     return cell_logger_class()(

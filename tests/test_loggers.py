@@ -18,7 +18,6 @@ from robustlab.loggers import (
     wandb_logger,
     wandb_mode,
 )
-from robustlab.plan import ConfigError
 from robustlab.results.flags import flag_meaning
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef0fa4e3e1"
@@ -62,12 +61,12 @@ def test_online_or_disabled_only_when_asked(monkeypatch, mode, env, expected):
 
 @pytest.mark.parametrize("bad", ["Online", "dryrun", "", None])
 def test_bad_mode_is_one_line_naming_key_value_and_choices(tmp_path, bad):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ValueError) as err:
         wandb_logger(project="p", save_dir=str(tmp_path / "cell"), name="n", mode=bad)
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"logger.wandb.mode={bad!r}")
     assert "offline" in message and "online" in message and "disabled" in message
-    with pytest.raises(ConfigError, match=r"logger\.wandb\.mode="):
+    with pytest.raises(ValueError, match=r"logger\.wandb\.mode="):
         check_loggers({"csv": {}, "wandb": {"mode": bad}})
 
 
@@ -76,7 +75,7 @@ def test_the_wandb_config_defaults_to_offline(compose_cfg):
     assert cfg.logger.wandb.mode == "offline"
     check_loggers(cfg.logger)
     check_loggers(compose_cfg("logger=wandb", "logger.wandb.mode=online").logger)
-    with pytest.raises(ConfigError, match=r"logger\.wandb\.mode='onlin'"):
+    with pytest.raises(ValueError, match=r"logger\.wandb\.mode='onlin'"):
         check_loggers(compose_cfg("logger=wandb", "logger.wandb.mode=onlin").logger)
 
 
@@ -177,3 +176,16 @@ def test_a_cell_run_carries_its_config_records_and_flags_and_ends_with_the_cell(
     assert [
         p for p in tmp_path.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()
     ] == []
+
+
+def test_online_runs_keep_the_users_wandb_settings_folder(tmp_path, monkeypatch):
+    """A self-hosted server's address lives in W&B's settings folder: online, it is not moved."""
+    from robustlab.loggers import keep_wandb_files_under
+
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    keep_wandb_files_under(tmp_path / "online", online=True)
+    assert "WANDB_CONFIG_DIR" not in os.environ
+    assert os.environ["WANDB_CACHE_DIR"].startswith(str(tmp_path))
+    keep_wandb_files_under(tmp_path / "offline")
+    assert os.environ["WANDB_CONFIG_DIR"].startswith(str(tmp_path / "offline"))

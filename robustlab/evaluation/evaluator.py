@@ -234,8 +234,11 @@ class Evaluator:
             metrics[key] = r["robust_acc"]
         for logger in self.loggers:
             logger.log_metrics(metrics)
+            log_records = getattr(logger, "log_records", None)  # W&B: every column, the flags
             log_table = getattr(logger, "log_table", None)
-            if log_table is not None:
+            if log_records is not None:
+                log_records(records)
+            elif log_table is not None:
                 columns = ["attack", "threat_model", "norm", "eps", "clean_acc", "robust_acc"]
                 log_table(
                     "records", columns=columns, data=[[r[c] for c in columns] for r in records]
