@@ -4,6 +4,7 @@ stage 2's loss reducing to its base loss (PGD-AT, TRADES, MART) when alpha = 0."
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import pytorch_lightning as pl
@@ -251,3 +252,64 @@ def test_full_chain_trains_classifier_estimators_and_miat(compose_cfg, tmp_path)
     cached = sorted(p.name.split("-")[2] for p in (tmp_path / "cache").glob("*.pt"))
     assert cached == ["miat", "miat_estimators", "pgd_at"]
     assert {r["defense"] for r in records} >= {"miat"}
+
+
+def _miat(tmp_path, alpha, base="pgd_at"):
+    ckpt = _stage1_checkpoint(tmp_path / "est.pt", _toy_net())
+    extra = BASES[base][1]
+    return MIAT(
+        _toy_net(seed=3),
+        **COMMON,
+        inner=INNER,
+        dependencies={"estimators": ckpt},
+        input_shape=SHAPE,
+        estimator=EST,
+        base_loss=base,
+        alpha=alpha,
+        **extra,
+    )
+
+
+def _logged_training_loss(miat, x, y):
+    """training_loss with self.log recorded: {name: value}."""
+    logged = {}
+    miat.log = lambda name, value, **_: logged.__setitem__(name, value)
+    torch.manual_seed(7)
+    loss, _ = miat.training_loss(x, y)
+    return loss, logged
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+def test_mi_grad_ratio_is_the_ratio_of_the_two_terms_parameter_gradients(tmp_path, base):
+    """train/mi_grad_ratio: ||d(alpha L_mi)/d params|| / ||d L_adv/d params|| of the net, computed
+    here the long way (backward into .grad); it scales with alpha, leaves the loss as it was and is
+    measured once per epoch."""
+    x, y = _data()
+    miat = _miat(tmp_path, 2.0, base)
+    _, logged = _logged_training_loss(miat, x, y)
+    torch.manual_seed(7)
+    loss_adv, x_adv, logits_adv, logits_clean = miat.base_terms(x, y)
+    if logits_clean is None:
+        logits_clean = miat.net(x)
+    loss_mi = miat.mi_loss(x, x_adv, logits_clean, logits_adv, y)
+    assert loss_mi.requires_grad  # some example was selected: the ratio is defined
+
+    def norm(loss):
+        miat.net.zero_grad()
+        loss.backward(retain_graph=True)
+        return math.sqrt(sum(float((p.grad**2).sum()) for p in miat.net.parameters()))
+
+    expected = norm(2.0 * loss_mi) / norm(loss_adv)
+    assert float(logged["train/mi_grad_ratio"]) == pytest.approx(expected, rel=1e-5)
+    doubled = _logged_training_loss(_miat(tmp_path, 4.0, base), x, y)[1]
+    assert float(doubled["train/mi_grad_ratio"]) == pytest.approx(2 * expected, rel=1e-5)
+    fresh = _miat(tmp_path, 2.0, base)
+    loss, _ = _logged_training_loss(fresh, x, y)
+    assert torch.equal(loss, loss_adv + 2.0 * loss_mi)
+    assert "train/mi_grad_ratio" not in _logged_training_loss(fresh, x, y)[1]  # same epoch
+    assert all(p.grad is None for p in fresh.net.parameters())
+
+
+def test_no_mi_grad_ratio_without_the_mi_term(tmp_path):
+    x, y = _data()
+    assert "train/mi_grad_ratio" not in _logged_training_loss(_miat(tmp_path, 0.0), x, y)[1]
