@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from robustlab.cache import training_key
 from robustlab.defenses.adversarial import PGDAT
 from robustlab.defenses.mart import MART
 from robustlab.defenses.miat.estimators import MIEstimator, dv_bound
@@ -21,6 +22,7 @@ from robustlab.defenses.miat.stage1 import MIATEstimators
 from robustlab.defenses.miat.stage2 import MIAT
 from robustlab.defenses.trades import TRADES
 from robustlab.models.smallcnn import SmallCNN
+from robustlab.plan import build_plan
 
 COMMON = dict(name="t", num_classes=3, optimizer={"name": "adam", "lr": 0.01}, val_attack=None)
 INNER = {"eps": 0.3, "steps": 2}
@@ -313,3 +315,18 @@ def test_mi_grad_ratio_is_the_ratio_of_the_two_terms_parameter_gradients(tmp_pat
 def test_no_mi_grad_ratio_without_the_mi_term(tmp_path):
     x, y = _data()
     assert "train/mi_grad_ratio" not in _logged_training_loss(_miat(tmp_path, 0.0), x, y)[1]
+
+
+def test_the_grid_cell_runs_miat_at_the_digits_alpha_beside_its_stage1_classifier(compose_cfg):
+    """conf/grid_cell/miat.yaml: alpha 0.25 (experiments/miat/README.md: at the paper's 5 the MI
+    term outweighs the adversarial loss 3-10 times on digits), warm-up 2, and the compare_with
+    PGD-AT is the stage-1 classifier (one cache entry)."""
+    cfg = compose_cfg("experiment=grid_default", "grid_cell=miat")
+    assert cfg.defense.name == "miat" and cfg.defense.alpha == 0.25
+    plan = build_plan(cfg)
+    estimators = dict(plan.cell.dependencies)["estimators"]
+    classifier = dict(estimators.dependencies)["classifier"].config
+    (baseline,) = plan.baselines
+    assert classifier.defense.warmup_epochs == 2
+    assert classifier.trainer.max_epochs == cfg.trainer.max_epochs == 12
+    assert training_key(classifier) == training_key(baseline.config)
