@@ -200,6 +200,8 @@ def evaluate_baseline(job: TrainingJob, evaluator: Evaluator, datamodule) -> lis
         "defense": job.defense,
         "config_hash": config_hash(job.config),
         "seed_group": seed_group(job.config),
+        # the cell it was trained beside (its budget): reports keep it apart from a cell of its own
+        "baseline_of": evaluator.meta["defense"],
     }
     return evaluate_loaded(job.config, evaluator, datamodule, baseline.net, baseline, meta)
 

@@ -81,7 +81,7 @@ def test_accepted_parameters_follow_the_kwargs_chain():
     [
         (
             ["experiment=miat_quick", "defense=pgd_at"],
-            r"defense: \['dependencies', 'estimator'\] not parameters of PGDAT.*eval.compare_with",
+            r"defense: \['alpha', 'dependencies', 'estimator'\] not parameters of PGDAT.*eval.compare_with",
         ),
         (
             ["experiment=miat_quick", "+defense.dependencies.estimators.overrides.defense.hiden=3"],

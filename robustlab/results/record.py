@@ -80,6 +80,7 @@ class Record:
     finished: str = ""
     seed_group: str = ""  # hash of the config without the seed: records that differ only by seed
     test_points: str = ""  # fingerprint of the evaluated inputs and labels (pairing needs equal)
+    baseline_of: str = ""  # an eval.compare_with baseline: the defense of the cell it was beside
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -125,6 +126,7 @@ def record_from_counts(
         started=meta.get("started", ""),
         seed_group=meta.get("seed_group", ""),
         test_points=meta.get("test_points", ""),
+        baseline_of=meta.get("baseline_of", ""),
         attack=attack,
         threat_model=threat_model,
         norm=norm,

@@ -107,6 +107,8 @@ def build_grid(dataset: str, records: list[dict[str, Any]]) -> Grid:
 
     def row_of(r: dict[str, Any]) -> str:
         label = r["defense"] + ("" if r["inference"] == "plain" else f"+{r['inference']}")
+        if r.get("baseline_of"):  # a compare_with baseline, trained with its cell's budget
+            label += f" (beside {r['baseline_of']})"
         return f"{label} ({r['model']})" if multi_model else label
 
     attacks = [r for r in records if r["attack"] != WORST_CASE]
