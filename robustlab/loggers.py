@@ -85,6 +85,7 @@ RECORD_COLUMNS = [
     "model",
     "defense",
     "inference",
+    "baseline_of",
     "attack",
     "threat_model",
     "norm",

@@ -155,7 +155,7 @@ def test_protocol_accuracies_of_a_seed_aggregate_are_means_too():
     assert shown["robust_acc_one_draw"] == pytest.approx(0.3)
 
 
-def written(tmp_path, sub, defense, robust, *, config, points="p", seed=0):
+def written(tmp_path, sub, defense, robust, *, config, points="p", seed=0, beside=""):
     """A record of ``defense`` with per-example robust flags, written with its outcomes file."""
     from robustlab.results.outcomes import append_outcomes, attach, split
     from robustlab.results.store import append_records
@@ -163,7 +163,7 @@ def written(tmp_path, sub, defense, robust, *, config, points="p", seed=0):
     flags = np.array(robust, bool)
     rec = make_record(
         defense=defense, seed=seed, config_hash=config, seed_group=config, robust_acc=0.5
-    ) | {"test_points": points}
+    ) | {"test_points": points, "baseline_of": beside}
     attach(rec, np.arange(len(flags)), np.ones(len(flags), bool), flags)
     append_outcomes(tmp_path / sub / OUTCOMES_FILE, split([rec]))
     append_records(tmp_path / sub / "records.jsonl", [rec])
@@ -187,3 +187,26 @@ def test_pairing_refuses_other_test_points_and_an_ambiguous_baseline(tmp_path):
     written(tmp_path / "x", "a", "pgd_at", [1, 0], config="p", points="other split")
     comparisons, problems = compare(scan_records(tmp_path / "x"), "pgd_at")
     assert comparisons == [] and "different test points" in problems[0]
+
+
+def test_another_cells_compare_with_baseline_is_not_every_rows_baseline(tmp_path, capsys):
+    """The default grid holds a pgd_at cell and MIAT's same-budget PGD-AT (its compare_with):
+    rows of other cells pair with the pgd_at cell, MIAT with its own; the report shows MIAT's
+    baseline in a row of its own."""
+    from robustlab.results.compare import compare
+
+    written(tmp_path, "erm", "erm", [0, 0, 0, 0], config="e")
+    written(tmp_path, "pgd_at", "pgd_at", [1, 1, 0, 0], config="cell")
+    written(tmp_path, "miat", "miat", [1, 1, 1, 0], config="m")
+    written(tmp_path, "miat", "pgd_at", [1, 1, 1, 1], config="warm", beside="miat")
+    comparisons, problems = compare(scan_records(tmp_path), "pgd_at")
+    assert problems == []
+    deltas = {c.key["defense"]: c.robust.delta for c in comparisons}
+    assert deltas == pytest.approx({"erm": -0.5, "miat": -0.25})
+    report_main([str(tmp_path)])
+    rows = [
+        line.split("|")[1].strip()
+        for line in (tmp_path / "report.md").read_text().splitlines()
+        if line.startswith("| ")
+    ]
+    assert "pgd_at (beside miat)" in rows and "pgd_at" in rows

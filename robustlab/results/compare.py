@@ -133,7 +133,8 @@ def compare(records: list[dict[str, Any]], baseline: str) -> tuple[list[Comparis
     of that defense) or a defense and wrapper (``mixup+plain``: pairs every other wrapper with
     that one, on the baseline's own threat model when it has only one, e.g. MI-OL's oblivious and
     adaptive rows both against plain mixup's adaptive row). When a record's own run wrote a
-    baseline record (``eval.compare_with``), that one is its counterpart.
+    baseline record (``eval.compare_with``), that one is its counterpart; another cell's
+    (``baseline_of``, trained with that cell's budget) is used only where nothing else is.
     """
     defense, _, inference = baseline.partition("+")
 
@@ -159,6 +160,8 @@ def compare(records: list[dict[str, Any]], baseline: str) -> tuple[list[Comparis
     def counterpart(rec) -> dict[str, Any] | None:
         found = candidates(rec)
         same_run = [r for r in found if r.get("_source") == rec.get("_source")]
+        if not same_run:  # another cell's compare_with baseline belongs to that cell
+            found = [r for r in found if not r.get("baseline_of")] or found
         if same_run or len({r.get("seed_group") or r["config_hash"] for r in found}) <= 1:
             return max(same_run or found, key=lambda r: str(r["finished"]), default=None)
         raise ValueError(

@@ -108,7 +108,7 @@ def log_summary(report: Report, out: Path, target: SummaryTarget | None = None) 
 
     out = out.resolve()
     finish_other_run()  # e.g. the last cell's run, in a sweep's own process
-    wandb_files_under(out)
+    wandb_files_under(out, online=target.mode == "online")
     run = wandb.init(
         project=target.project,
         entity=target.entity,
