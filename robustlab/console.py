@@ -5,8 +5,10 @@ warning, still show.
 Filtered: Lightning's product tip (litlogger), its GPU/TPU/HPU availability lines, the
 "Loading `train_dataloader`" and "`Trainer.fit` stopped" notes (robustlab says what each cell
 does itself), its checkpoint-restore note (robustlab says where training resumes), the
-logging-interval, srun, non-empty-checkpoint-folder and eval-mode-modules hints, and the pytree deprecation Lightning
-triggers in torch.
+logging-interval and srun hints, and the pytree deprecation Lightning
+triggers in torch. Warnings expected in one situation only (a resumed training's non-empty
+checkpoint folder, a defense's frozen modules) are silenced around that fit alone
+(``robustlab.training.fit``).
 """
 
 from __future__ import annotations
@@ -30,10 +32,6 @@ WARNING_NOISE = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
     r"The `srun` command is available on your system but is not used",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
-    # a resumed training writes into its own checkpoint folder on purpose
-    r"Checkpoint directory .* exists and is not empty",
-    # the translation defense keeps its frozen translator and gate in eval mode on purpose
-    r"Found \d+ module\(s\) in eval mode at the start of training",
 )
 LIGHTNING_LOGGERS = (
     "pytorch_lightning.utilities.rank_zero",

@@ -13,6 +13,7 @@ removed and trained again.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -162,12 +163,18 @@ def fit(
         default_root_dir=str(cfg.output_dir),
         plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(
-        defense,
-        datamodule=datamodule,
-        ckpt_path=None if resume is None else str(resume["path"]),
-        weights_only=True,
-    )
+    with warnings.catch_warnings():
+        expected = [*defense.expected_warnings]
+        if resume is not None:  # it resumes into its own checkpoint folder on purpose
+            expected.append(r"Checkpoint directory .* exists and is not empty")
+        for message in expected:
+            warnings.filterwarnings("ignore", message=message)
+        trainer.fit(
+            defense,
+            datamodule=datamodule,
+            ckpt_path=None if resume is None else str(resume["path"]),
+            weights_only=True,
+        )
     return trainer
 
 

@@ -28,10 +28,13 @@ class DefenseModule(pl.LightningModule):
     """Base class: ``net`` maps pixel-space [0,1] NCHW inputs to logits.
 
     ``parts`` names the trained submodules besides ``net`` that an inference wrapper may take
-    (e.g. the translation defense's ``translator`` and ``gate``).
+    (e.g. the translation defense's ``translator`` and ``gate``); ``expected_warnings`` are
+    message patterns of third-party warnings its training raises on purpose (silenced during its
+    fit only).
     """
 
     parts: tuple[str, ...] = ()
+    expected_warnings: tuple[str, ...] = ()
 
     def __init__(
         self,

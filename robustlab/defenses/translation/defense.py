@@ -44,6 +44,8 @@ class Translation(DefenseModule):
     """Trains translator (+ PatchGAN, + detector gate) for a frozen classifier ``net``."""
 
     parts = ("translator", "gate")
+    # the frozen classifier stays in eval mode through training, on purpose
+    expected_warnings = (r"Found \d+ module\(s\) in eval mode at the start of training",)
 
     def __init__(
         self,
