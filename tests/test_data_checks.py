@@ -17,6 +17,7 @@ import scipy.io
 from data_fixtures import (
     MNIST_FILES,
     REAL_MNIST,
+    Hostile,
     assert_one_line,
     cifar_kwargs,
     folder_kwargs,
@@ -183,16 +184,6 @@ def test_cifar_batch_not_a_pickle(tmp_path, no_load, damage):
     path = cifar_batch(tmp_path, "data_batch_3")
     damage(path)
     check_fails(cifar10(tmp_path), ValueError, str(path), "not a CIFAR python pickle")
-
-
-class Hostile:
-    """Unpickling it calls ``call(*args)``."""
-
-    def __init__(self, call, *args):
-        self.call, self.args = call, args
-
-    def __reduce__(self):
-        return self.call, self.args
 
 
 @pytest.mark.parametrize("payload", ["os.system", "open"])

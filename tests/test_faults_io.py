@@ -11,7 +11,7 @@ import stat
 import numpy as np
 import pytest
 import torch
-from data_fixtures import write_cifar
+from data_fixtures import Hostile, write_cifar
 from records_fixture import make_record
 
 from robustlab.checkpointing import save_atomic
@@ -26,16 +26,6 @@ from robustlab.results.store import (
 )
 
 # ---- a. the CIFAR reader unpickles only plain data ------------------------------------------------
-
-
-class Hostile:
-    """Unpickling it calls ``call(*args)``."""
-
-    def __init__(self, call, *args):
-        self.call, self.args = call, args
-
-    def __reduce__(self):
-        return self.call, self.args
 
 
 @pytest.mark.parametrize("payload", ["os.system", "open"])

@@ -178,19 +178,8 @@ BASES = {"pgd_at": (PGDAT, {}), "trades": (TRADES, {"beta": 6.0}), "mart": (MART
 @pytest.mark.parametrize("base", sorted(BASES))
 def test_alpha_zero_gives_exactly_the_base_loss(tmp_path, base):
     cls, extra = BASES[base]
-    ckpt = _stage1_checkpoint(tmp_path / "est.pt", _toy_net())
     x, y = _data()
-    miat = MIAT(
-        _toy_net(seed=3),
-        **COMMON,
-        inner=INNER,
-        dependencies={"estimators": ckpt},
-        input_shape=SHAPE,
-        estimator=EST,
-        base_loss=base,
-        alpha=0.0,
-        **extra,
-    )
+    miat = _miat(tmp_path, alpha=0.0, base=base)
     reference = cls(_toy_net(seed=3), **COMMON, inner=INNER, **extra)
     torch.manual_seed(7)
     loss_miat, _ = miat.training_loss(x, y)

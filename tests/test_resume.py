@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from data_fixtures import Hostile
 
 import robustlab.evaluation.units as units_module
 import robustlab.training as training
@@ -232,7 +233,7 @@ def test_a_corrupt_cache_entry_is_said_and_retrained(damage, cell, capsys, tmp_p
     elif damage == "other_architecture":
         torch.save({"state_dict": {"net.layer.weight": torch.zeros(3)}}, cached)
     else:
-        torch.save({"state_dict": _Hostile(tmp_path / "ran")}, cached)
+        torch.save({"state_dict": Hostile(Path.touch, tmp_path / "ran")}, cached)
     again = cell("second", "trainer.max_epochs=1", f"cache.dir={cached.parent}")
     capsys.readouterr()
     assert stable(run(again))[0]["clean_acc"] == stable(expected)[0]["clean_acc"]
@@ -240,14 +241,6 @@ def test_a_corrupt_cache_entry_is_said_and_retrained(damage, cell, capsys, tmp_p
     assert err.count("corrupt cache entry") == 1
     assert not (tmp_path / "ran").exists()
     assert torch.load(cached, weights_only=True)["defense"] == "erm"  # retrained and stored
-
-
-class _Hostile:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 @pytest.mark.parametrize("damage", ["missing_line", "cut_mid_line", "outcomes_gone"])
