@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robustlab.checkpointing import save_atomic
 from robustlab.config import config_hash
+from robustlab.precision import net_options
 
 # Dataset keys that change how data is read or batched for evaluation, not what training sees.
 _DATASET_IGNORED = ("root", "download", "num_workers", "eval_batch_size")
@@ -38,11 +39,13 @@ _TRAINER_KEPT = (
 
 def training_config(cfg: DictConfig) -> dict[str, Any]:
     """The part of a cell's config that determines its trained weights (the CPU thread count
-    included: runs with different counts train different weights)."""
+    included: runs with different counts train different weights; so are trainer.precision and,
+    when on, precision.channels_last and precision.compile, which change the net's arithmetic).
+    """
     full = OmegaConf.to_container(cfg, resolve=True)
     dataset = {k: v for k, v in full["dataset"].items() if k not in _DATASET_IGNORED}
     trainer = {k: full["trainer"].get(k) for k in _TRAINER_KEPT}
-    return {
+    out = {
         "cpu_threads": cpu_threads(cfg),
         "dataset": dataset,
         "model": full["model"],
@@ -50,6 +53,10 @@ def training_config(cfg: DictConfig) -> dict[str, Any]:
         "trainer": trainer,
         "seed": full["seed"],
     }
+    net = net_options(cfg)
+    if net:  # absent when off: the keys of nets trained before these options stay valid
+        out["net_format"] = net
+    return out
 
 
 def cpu_threads(cfg: DictConfig) -> int | None:

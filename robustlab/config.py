@@ -9,6 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from robustlab.precision import at_defaults
+
 # Keys that do not change what a cell computes.
 _NON_SEMANTIC = ("output_dir", "hydra", "logger", "seeds")
 # Blanked rather than dropped (as ``seed_group`` always did, so its values stay what records
@@ -17,6 +19,10 @@ _NON_SEMANTIC = ("output_dir", "hydra", "logger", "seeds")
 # checkpoint is the one training would produce). A finished sweep rerun with another cache dir,
 # or the cache off, finds its cells complete.
 _BLANKED = ("cache",)
+# Dropped while they ask for nothing (opt-in options added after records existed): a cell that
+# does not use them keeps the hash its records carry; one that does (precision.attack=bf16, ...)
+# hashes them, so it never reuses another's records.
+_DROPPED_AT_DEFAULTS = {"precision": at_defaults}
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
@@ -31,6 +37,9 @@ def config_hash(cfg: DictConfig | dict[str, Any], keys: tuple[str, ...] | None =
     else:
         data = {k: v for k, v in data.items() if k not in _NON_SEMANTIC}
         data.update({k: None for k in _BLANKED if k in data})
+        for k, is_default in _DROPPED_AT_DEFAULTS.items():
+            if k in data and is_default(data[k]):
+                del data[k]
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -37,6 +37,7 @@ from robustlab.paths import CONF_SEARCH_PATH
 from robustlab.plan import CellPlan, ConfigError, TrainingJob, build_plan
 from robustlab.plan.checks import check_seeds
 from robustlab.plugins import add_plugins_from_environment
+from robustlab.precision import build_net
 from robustlab.results.compare import summary
 from robustlab.results.report import dedupe
 from robustlab.results.store import RECORDS_FILE, read_records
@@ -128,7 +129,7 @@ def execute_unlocked(plan: CellPlan) -> list[dict]:
     # the net is initialised from the seed, and training starts from the seed again
     pl.seed_everything(plan.seed, workers=True, verbose=False)
     datamodule = instantiate(plan.config.dataset)
-    net = instantiate(plan.config.model)
+    net = build_net(plan.config)
     pl.seed_everything(plan.seed, workers=True, verbose=False)
     loggers = build_loggers(plan.config.logger)
     evaluator = build_evaluator(plan, datamodule, loggers)
@@ -176,6 +177,7 @@ def build_evaluator(plan: CellPlan, datamodule, loggers) -> Evaluator:
         heavy_on_randomized=ev.heavy_on_randomized,
         natural_shifts=list(ev.natural_shifts) if ev.natural_shifts else None,
         loggers=loggers,
+        attack_precision=ev.attack_precision,
     )
 
 
@@ -194,7 +196,7 @@ def evaluate_loaded(
 def evaluate_baseline(job: TrainingJob, evaluator: Evaluator, datamodule) -> list[dict]:
     """A ``eval.compare_with`` baseline: trained (or found) through the cache with the cell's
     budget, evaluated with the same attacks and wrappers, recorded under its own defense name."""
-    baseline = build_defense(job, instantiate(job.config.model))
+    baseline = build_defense(job, build_net(job.config))
     load_cached(baseline, ensure_trained(job))
     meta = {
         "defense": job.defense,

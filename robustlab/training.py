@@ -38,6 +38,7 @@ from robustlab.checkpointing import AtomicCheckpointIO
 from robustlab.defenses.base import DefenseModule
 from robustlab.defenses.overfitting import CatastrophicOverfittingMonitor
 from robustlab.plan import TrainingJob
+from robustlab.precision import build_net
 from robustlab.training_resume import ResumeState, resume_point, rng_state, set_rng_state
 
 
@@ -236,11 +237,11 @@ def ensure_trained(job: TrainingJob) -> Path:
         with isolated_rng():
             if lock is not None:
                 remove_stale_temp_files(cached)
-            defense = build_defense(job, instantiate(cfg.model))
+            defense = build_defense(job, build_net(cfg))
             if not reuse_cached(defense, cached):
                 datamodule = instantiate(cfg.dataset)
                 pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-                defense = build_defense(job, instantiate(cfg.model))
+                defense = build_defense(job, build_net(cfg))
                 fit(job, defense, datamodule, loggers=[], callbacks=[], cached=cached, lock=lock)
         return cached
     finally:

@@ -43,6 +43,7 @@ from robustlab.attacks.kinds import AttackSpec
 from robustlab.evaluation.units import UnitStore, fingerprint, weights_fingerprint
 from robustlab.inference.base import Predictor
 from robustlab.modes import eval_mode
+from robustlab.precision import ATTACK_PRECISIONS, attack_autocast
 
 THREAT_MODELS = ("oblivious", "adaptive")
 VANISHING_GRAD_NORM = 1e-12
@@ -67,6 +68,7 @@ class AttackOutcome:
     eot: bool = False
     bpda: bool = False
     component_broken: dict[str, torch.Tensor] = field(default_factory=dict)
+    precision: str = "fp32"  # what the attack crafted in (bf16: under autocast); verdicts are fp32
 
 
 @dataclass
@@ -156,6 +158,7 @@ def evaluate_shard(
     score_draws: int = 10,
     keep_transfer: bool = True,
     state_dir: Path | None = None,
+    attack_precision: str = "fp32",
 ) -> ShardResult:
     """Run every attack of ``specs`` on (x, y) under each threat model; flags per example.
 
@@ -171,7 +174,14 @@ def evaluate_shard(
     ``heavy_on_randomized=False`` skips attacks whose spec says ``heavy: true`` (AutoAttack) on a
     randomized predictor, where EOT multiplies their cost; the skip is printed, and the missing
     records show as empty cells in the report rather than as numbers.
+
+    ``attack_precision="bf16"`` crafts every attack under bf16 autocast (``robustlab.precision``);
+    clean scoring, the gradient check and the verdicts on the adversarial examples stay fp32.
     """
+    if attack_precision not in ATTACK_PRECISIONS:
+        raise ValueError(
+            f"attack_precision={attack_precision!r} is not one of {list(ATTACK_PRECISIONS)}"
+        )
     specs = [as_spec(s) for s in specs]
     chosen = sorted(threat_models_for(predictor, threat_models), key=THREAT_MODELS.index)
     if predictor.randomized and not heavy_on_randomized:
@@ -192,6 +202,7 @@ def evaluate_shard(
         eot_draws,
         score_draws,
         batch_size,
+        *(() if attack_precision == "fp32" else (attack_precision,)),
     )
     units = UnitStore(None if state_dir is None else state_dir / scope, seed)
     total = len(batches) * (1 + len(grad_checked) + len(jobs))
@@ -236,7 +247,16 @@ def evaluate_shard(
                     bar,
                     _attack_unit_name(tm, runner, b),
                     partial(
-                        _attack_unit, predictor, runner, ctx, x[s], y[s], b, score_draws, batch_size
+                        _attack_unit,
+                        predictor,
+                        runner,
+                        ctx,
+                        x[s],
+                        y[s],
+                        b,
+                        score_draws,
+                        batch_size,
+                        attack_precision,
                     ),
                 )
                 for b, s in enumerate(batches)
@@ -271,6 +291,7 @@ def evaluate_shard(
                     eot=eot,
                     bpda=bpda,
                     component_broken={k: torch.cat(v) for k, v in broken.items()},
+                    precision=attack_precision,
                 )
             )
     bar.close()
@@ -293,12 +314,21 @@ def _zero_grad_unit(predictor, tm: str, eot_draws: int, spec, x, y) -> dict[str,
 
 
 def _attack_unit(
-    predictor, runner, ctx, x, y, b: int, score_draws: int, batch_size: int
+    predictor,
+    runner,
+    ctx,
+    x,
+    y,
+    b: int,
+    score_draws: int,
+    batch_size: int,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """One batch under one attack: craft (seeded by the batch index), score on k draws."""
+    """One batch under one attack: craft (seeded by the batch index) in ``precision``, score on
+    k draws in fp32."""
     start = time.perf_counter()
     with count_passes(predictor.net) as counter:
-        with ctx():
+        with ctx(), attack_autocast(runner.model, precision, x.device.type):
             adv = runner(x, y, call=b).detach()
         broken = {
             comp: mask.to(torch.bool).cpu()

@@ -98,6 +98,7 @@ class Evaluator:
     progress: bool = True
     loggers: list = field(default_factory=list)
     resumable: bool = True  # keep finished units under output_dir/eval_state (units.py)
+    attack_precision: str = "fp32"  # precision.attack: bf16 crafts under autocast (precision.py)
 
     def evaluate(
         self,
@@ -139,6 +140,7 @@ class Evaluator:
                 batch_size=self.batch_size,
                 progress=self.progress and rank == 0,
                 heavy_on_randomized=self.heavy_on_randomized,
+                attack_precision=self.attack_precision,
                 state_dir=self._state_dir(
                     inference_cfg, {**self.meta, **(meta or {})}, rank, world_size
                 ),

@@ -164,6 +164,7 @@ def build_records(
                 majority_class_acc=majority_class_acc,
                 eot=o.eot,
                 bpda=o.bpda,
+                attack_precision=o.precision,
                 square_broke_whitebox_survivors=bool(
                     survivors_broken is not None and survivors_broken.any()
                 ),
@@ -208,6 +209,9 @@ def _worst_cases(attack_records, robust_of, record) -> list[dict[str, Any]]:
                 wall_seconds=sum(m["wall_seconds"] for m in members),
                 randomized=members[0]["randomized"],
                 sanity_flags=flags,
+                attack_precision=(
+                    "bf16" if any(m["attack_precision"] == "bf16" for m in members) else "fp32"
+                ),
             )
         )
     return out

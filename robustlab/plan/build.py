@@ -25,12 +25,14 @@ from robustlab.plan import checks
 from robustlab.plan.compose import baseline_config, job_config
 from robustlab.plan.errors import ConfigError
 from robustlab.plan.jobs import CellPlan, EvaluationJob, TrainingJob
+from robustlab.precision import settings
 
 
 def build_plan(cfg: DictConfig) -> CellPlan:
     """Check ``cfg`` and turn it into the plan of its cell (ConfigError: one line)."""
     checks.check_run(cfg)
     checks.check_eval(cfg)
+    checks.check_precision(cfg)
     checks.check_model(cfg)
     check_loggers(cfg.get("logger"))
     cell = training_job(cfg, "defense")
@@ -63,6 +65,7 @@ def build_plan(cfg: DictConfig) -> CellPlan:
         natural_shifts=checks.natural_shifts(ev.get("natural_shifts")),
         every_n_val_epochs=ev.every_n_val_epochs,
         val_subset=ev.val_subset,
+        attack_precision=settings(cfg)["attack"],
     )
     return CellPlan(
         mode=cfg.mode,

@@ -17,6 +17,7 @@ from robustlab.defenses.optim import check_optimizer
 from robustlab.evaluation.engine import THREAT_MODELS
 from robustlab.inference.build import SUPPLIED, required_parts
 from robustlab.plan.errors import ConfigError
+from robustlab.precision import ATTACK_PRECISIONS, DEFAULTS, TRAINER_PRECISIONS
 
 MODES = ("train", "eval")
 
@@ -105,6 +106,35 @@ def check_eval(cfg: DictConfig) -> None:
     threat_models(ev.threat_models)
     natural_shifts(ev.get("natural_shifts"))
     check_list("eval.compare_with", ev.get("compare_with"), "[pgd_at]")
+
+
+def check_precision(cfg: DictConfig) -> None:
+    """The ``precision`` node (opt-in bf16 attacks, channels_last, compile) and Lightning's
+    ``trainer.precision`` (bf16-mixed training)."""
+    node = cfg.get("precision")
+    if node is not None and not isinstance(node, DictConfig):
+        raise ConfigError(
+            f"precision={node!r} is a node, not a value: set precision.attack=bf16, "
+            "precision.channels_last=true, precision.compile=true, or trainer.precision=bf16-mixed"
+        )
+    node = node or {}
+    unknown = sorted(set(node) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"precision: {unknown} not options; it takes {sorted(DEFAULTS)}")
+    attack = node.get("attack", DEFAULTS["attack"])
+    if attack not in ATTACK_PRECISIONS:
+        raise ConfigError(f"precision.attack={attack!r} is not one of {list(ATTACK_PRECISIONS)}")
+    for key in ("channels_last", "compile"):
+        if not isinstance(node.get(key, False), bool):
+            raise ConfigError(f"precision.{key}={node[key]!r} must be true or false")
+    trained = cfg.trainer.get("precision", "32-true")
+    if trained not in TRAINER_PRECISIONS:
+        raise ConfigError(f"trainer.precision={trained!r} is not one of {list(TRAINER_PRECISIONS)}")
+    if trained == "16-mixed" and str(cfg.trainer.get("accelerator", "cpu")) == "cpu":
+        raise ConfigError(
+            "trainer.precision='16-mixed' needs a GPU (Lightning would train in bf16 on CPU "
+            "instead); use trainer.precision=bf16-mixed or trainer=gpu"
+        )
 
 
 def check_baselines(cfg: DictConfig) -> None:

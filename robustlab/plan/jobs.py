@@ -45,6 +45,7 @@ class EvaluationJob:
     natural_shifts: tuple[int, ...] | None
     every_n_val_epochs: int
     val_subset: int
+    attack_precision: str = "fp32"  # precision.attack: fp32 | bf16 (autocast while crafting)
 
 
 @dataclass(frozen=True, eq=False)

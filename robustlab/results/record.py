@@ -81,6 +81,7 @@ class Record:
     seed_group: str = ""  # hash of the config without the seed: records that differ only by seed
     test_points: str = ""  # fingerprint of the evaluated inputs and labels (pairing needs equal)
     baseline_of: str = ""  # an eval.compare_with baseline: the defense of the cell it was beside
+    attack_precision: str = "fp32"  # bf16: crafted under bf16 autocast (precision.attack=bf16)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

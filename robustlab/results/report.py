@@ -109,6 +109,8 @@ def build_grid(dataset: str, records: list[dict[str, Any]]) -> Grid:
         label = r["defense"] + ("" if r["inference"] == "plain" else f"+{r['inference']}")
         if r.get("baseline_of"):  # a compare_with baseline, trained with its cell's budget
             label += f" (beside {r['baseline_of']})"
+        if r.get("attack_precision", "fp32") != "fp32":  # precision.attack=bf16
+            label += f" [{r['attack_precision']} attacks]"
         return f"{label} ({r['model']})" if multi_model else label
 
     attacks = [r for r in records if r["attack"] != WORST_CASE]

@@ -66,6 +66,8 @@ def format_cell_table(records: list[dict[str, Any]]) -> str:
         f"  (n={first['n_examples']})"
     )
     randomized = "score_draws" in first
+    if any(r.get("attack_precision", "fp32") != "fp32" for r in records):
+        title += "  attacks crafted in bf16 autocast (verdicts fp32)"
     clean_line = "clean % [95% CI]: " + "; ".join(clean)
     if randomized:
         k = first["score_draws"]

@@ -1,0 +1,112 @@
+"""Opt-in speed options for a GPU, all off by default: bf16 autocast in the attacks, the net in
+``channels_last`` memory format, the net's forward through ``torch.compile``.
+
+They are the ``precision`` node of conf/config.yaml. Training in bf16 is Lightning's own switch,
+``trainer.precision=bf16-mixed`` (its autocast covers each training step, the defense's inner
+attack included); ``precision.attack`` is the evaluation's.
+
+``precision.attack=bf16``: each attack crafts under ``torch.autocast(device, torch.bfloat16)``:
+the net's matmuls and convolutions run in bf16, its output is cast back to fp32 at the crafted
+model's boundary (so the attack's losses, steps and projections are fp32 arithmetic on fp32
+inputs, and the input gradient is an fp32 tensor), and the verdict is judged outside the
+autocast, on the fp32 forward of the predictor, as clean accuracy is. What bf16 changes is the
+direction the attack follows, and which candidates the attack itself keeps (restarts,
+AutoAttack's hand-over from one part to the next judge in bf16). Records say
+``attack_precision: bf16``; the cell's config hash holds the option, so a bf16 cell never
+reuses an fp32 cell's records.
+
+``channels_last`` and ``compile`` change the float arithmetic of the net: when either is on, it is
+part of the training cache key (``robustlab.cache.training_config``), so the weights are those
+such a run trains; off, the key is what it was before the options existed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+ATTACK_PRECISIONS = ("fp32", "bf16")
+# Lightning's trainer.precision values robustlab trains with: full precision or mixed precision
+# (the "-true" half precisions would leave the net's weights in half precision for the attacks)
+TRAINER_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+DEFAULTS: dict[str, Any] = {"attack": "fp32", "channels_last": False, "compile": False}
+NET_OPTIONS = ("channels_last", "compile")
+
+
+def settings(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The ``precision`` node with defaults for what it does not set (a config without one: a
+    user's own primary config, a config written before the options existed)."""
+    node = cfg.get("precision") if cfg is not None else None
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    return {**DEFAULTS, **(node or {})}
+
+
+def at_defaults(node: Any) -> bool:
+    """True when a resolved ``precision`` node asks for nothing (every option off)."""
+    return node is None or (isinstance(node, dict) and {**DEFAULTS, **node} == DEFAULTS)
+
+
+def net_options(cfg: DictConfig) -> dict[str, Any]:
+    """The options that change the trained net's arithmetic, when any is on; else empty."""
+    chosen = settings(cfg)
+    options = {k: chosen[k] for k in NET_OPTIONS}
+    return options if any(options.values()) else {}
+
+
+def prepare_net(net: nn.Module, *, channels_last: bool = False, compile: bool = False) -> nn.Module:
+    """``net`` (the same module) in channels_last memory format, its 4-D inputs converted on the
+    way in, and/or its ``forward`` compiled. Only ``forward`` is compiled, not the module's call:
+    hooks (the attacks' pass counters, the channels_last conversion) stay eager, so registering
+    one does not recompile, and the state_dict keeps its keys."""
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+        net.register_forward_pre_hook(_channels_last_input)
+    if compile:
+        net.forward = torch.compile(net.forward)
+    return net
+
+
+def _channels_last_input(_module: nn.Module, args: tuple) -> tuple | None:
+    if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+        return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+    return None
+
+
+def build_net(cfg: DictConfig) -> nn.Module:
+    """The cell's net (``cfg.model``) with the cell's channels_last/compile options."""
+    chosen = settings(cfg)
+    return prepare_net(
+        instantiate(cfg.model),
+        channels_last=bool(chosen["channels_last"]),
+        compile=bool(chosen["compile"]),
+    )
+
+
+@contextmanager
+def attack_autocast(model: nn.Module, precision: str, device_type: str) -> Iterator[None]:
+    """Craft on ``model`` in ``precision``: under bf16 autocast on ``device_type``, with the
+    model's tensor output cast back to fp32 (module docstring); fp32: nothing changes."""
+    if precision == "fp32":
+        yield
+        return
+    if precision != "bf16":
+        raise ValueError(f"attack precision {precision!r} is not one of {list(ATTACK_PRECISIONS)}")
+    handle = model.register_forward_hook(_fp32_output)
+    try:
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+            yield
+    finally:
+        handle.remove()
+
+
+def _fp32_output(_module: nn.Module, _inputs: tuple, output: Any) -> Any:
+    if isinstance(output, torch.Tensor) and output.is_floating_point():
+        return output.float()
+    return None
