@@ -83,12 +83,52 @@ def test_loaders_yield_float_batches_via_getitems(monkeypatch):
     assert x.dtype == torch.float32 and x.shape == (8, 1, 8, 8) and y.dtype == torch.int64
     assert torch.equal(torch.cat([b[0] for b in batches]), dm.tensors("test")[0])  # no shuffle
     train = dm.train_dataloader()
-    assert not train.persistent_workers and train.batch_size == 64
+    assert not train.persistent_workers and train.batch_sampler.batch_size == 64
     torch.manual_seed(0)
     first = next(iter(train))[1]
-    torch.manual_seed(0)
-    assert torch.equal(first, next(iter(dm.train_dataloader()))[1])  # global seed fixes the order
+    torch.manual_seed(1)
+    assert torch.equal(first, next(iter(dm.train_dataloader()))[1])  # the global seed plays no part
     assert not torch.equal(first, dm.tensors("train")[1][:64])  # shuffled
+
+
+def test_training_batches_are_slices_of_the_epoch_shuffle():
+    """One gather per batch with a slice of EpochShuffle's order, which depends on (seed, epoch)
+    only: the batches of the per-example sampler, without a Python int per example."""
+    dm = digits(shuffle_seed=3)
+    x, y = dm.tensors("train")
+    for epoch in (0, 4):
+        loader = dm.train_dataloader()
+        loader.batch_sampler.sampler.set_epoch(epoch)  # as Lightning does before every epoch
+        sampler = base.EpochShuffle(range(len(y)), 3)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        batches = list(loader)
+        assert [len(b[1]) for b in batches] == [64] * 20 + [13]
+        assert torch.equal(torch.cat([b[1] for b in batches]), y[order])
+        assert torch.equal(torch.cat([b[0] for b in batches]), x[order])
+
+
+def test_ddp_rebuilds_the_batches_around_its_distributed_sampler():
+    """Under DDP Lightning replaces the sampler: TensorBatches is rebuilt around a
+    DistributedSampler (seeded, per epoch) and batches its share as BatchSampler would."""
+    from lightning_fabric.utilities.data import _replace_dunder_methods
+    from pytorch_lightning.utilities.data import _update_dataloader
+    from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+
+    dm = digits()
+    # as Lightning asks for a loader: the constructors' arguments are kept for a rebuild
+    with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
+        loader = dm.train_dataloader()
+    y = dm.tensors("train")[1]
+    for rank in (0, 1):
+        sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=rank, shuffle=True)
+        sampler.set_epoch(2)
+        ddp = _update_dataloader(loader, sampler)
+        assert isinstance(ddp.batch_sampler, base.TensorBatches)
+        assert ddp.batch_sampler.sampler is sampler and ddp.batch_sampler.batch_size == 64
+        share = list(sampler)
+        labels = torch.cat([b[1] for b in ddp])
+        assert torch.equal(labels, y[share]) and len(labels) == (len(y) + 1) // 2
 
 
 # ---- augmentation --------------------------------------------------------------------------------

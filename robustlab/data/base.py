@@ -4,6 +4,10 @@ Subclasses say which files they read (``expected_files``), how to fetch them (``
 ``mirrors``, then ``after_download``), how to check them cheaply (``inspect_files``) and how to
 read them (``load``); this class does the rest: argument checks, the seeded train/val split,
 ``train_limit``, dataloaders, ``tensors(split)`` and augmentation.
+
+Batches cost no Python work per example: a split is one tensor (moved once to the training
+device when the loader runs in the main process), and each batch is one gather with a slice of
+the epoch's order (``TensorBatches``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from robustlab.data.augment import AUGMENTATIONS, apply_augment
 from robustlab.data.download import download_from_mirrors
@@ -81,13 +85,45 @@ class EpochShuffle(RandomSampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __iter__(self):
+    def order(self) -> torch.Tensor:
+        """The epoch's order as one int64 tensor."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+        return torch.randperm(len(self.data_source), generator=generator)
+
+    def __iter__(self):
+        yield from self.order().tolist()
+
+
+def epoch_order(sampler) -> torch.Tensor | None:
+    """The sampler's whole order as one tensor when it is known without iterating (EpochShuffle,
+    SequentialSampler); None for any other sampler."""
+    if isinstance(sampler, EpochShuffle):
+        return sampler.order()
+    if type(sampler) is SequentialSampler:
+        return torch.arange(len(sampler))
+    return None
+
+
+class TensorBatches(BatchSampler):
+    """Batches of indices as int64 tensors: slices of the epoch's order when the sampler gives it
+    as one tensor (``epoch_order``), so a batch costs no Python work per example. Any other
+    sampler is batched as ``BatchSampler`` does: under DDP Lightning rebuilds this class around
+    its DistributedSampler (the arguments are BatchSampler's), which then decides the order."""
+
+    def __iter__(self):
+        order = epoch_order(self.sampler)
+        if order is None:
+            for batch in super().__iter__():
+                yield torch.as_tensor(batch, dtype=torch.long)
+            return
+        if self.drop_last:
+            order = order[: len(order) - len(order) % self.batch_size]
+        yield from order.split(self.batch_size)
 
 
 class ImageBatchDataset(Dataset):
-    """Images (uint8 or float NCHW) and int64 labels; ``__getitems__`` converts a batch at once."""
+    """Images (uint8 or float NCHW) and int64 labels, on any device; ``__getitems__`` gathers and
+    converts a batch at once, on the images' device."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
         self.x, self.y = x, y
@@ -98,8 +134,10 @@ class ImageBatchDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return to_float(self.x[index]), self.y[index]
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices, dtype=torch.long)
+    def __getitems__(
+        self, indices: Sequence[int] | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long, device=self.x.device)
         return to_float(self.x[index]), self.y[index]
 
 
@@ -170,6 +208,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.eps_l2 = float(eps_l2)
         self.step_size = float(step_size)
         self._data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._on_device: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ---- what a subclass provides -------------------------------------------------------------
     def expected_files(self) -> list[str]:
@@ -302,19 +341,37 @@ class ImageDataModule(pl.LightningDataModule):
         return to_float(x), y
 
     # ---- loaders --------------------------------------------------------------------------------
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def loader_device(self) -> torch.device:
+        """Where the loaders hold the splits: the trainer's device when one is attached and the
+        batches are made in the main process (``num_workers=0``), else the CPU."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self.num_workers > 0:
+            return torch.device("cpu")
+        return trainer.strategy.root_device
+
+    def _split_on(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split on ``device``, copied there once (kept in its stored dtype)."""
         x, y = self._split(split)
-        dataset = ImageBatchDataset(x, y)
+        if device.type == "cpu":
+            return x, y
+        key = (split, str(device))
+        if key not in self._on_device:
+            self._on_device[key] = (x.to(device), y.to(device))
+        return self._on_device[key]
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = ImageBatchDataset(*self._split_on(split, self.loader_device()))
+        sampler = (
+            EpochShuffle(dataset, self.shuffle_seed) if shuffle else SequentialSampler(dataset)
+        )
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=EpochShuffle(dataset, self.shuffle_seed) if shuffle else None,
+            batch_sampler=TensorBatches(sampler, batch_size, drop_last=False),
             # the loader's base seed (worker seeds) comes from its own generator, not the global one
             generator=torch.Generator().manual_seed(self.shuffle_seed),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_batch,
-            drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:
