@@ -276,3 +276,35 @@ def test_negative_warmup_is_a_one_line_error():
     net, _, _ = _toy()
     with pytest.raises(ValueError, match="warmup_epochs=-1 must be >= 0"):
         PGDAT(net, **COMMON, inner=_inner(), warmup_epochs=-1)
+
+
+class _Outputs(pl.Callback):
+    """Each training batch's loss and size."""
+
+    def __init__(self):
+        self.batches = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.batches.append((float(outputs["loss"]), len(batch[1])))
+
+
+@pytest.mark.parametrize(("warmup", "metric"), [(0, "train/adv_acc"), (1, "train/clean_acc")])
+def test_training_metrics_come_from_the_step_s_own_logits(warmup, metric):
+    """PGD-AT runs inner steps + 1 forwards per batch (no clean forward for a metric); the epoch
+    logs train/loss (the size-weighted mean of the batch losses) and the accuracy of the logits
+    the loss was computed on: adversarial ones, or clean ones in a warm-up epoch."""
+    net, x, y = _toy(n=10)
+    calls = _record(net)
+    defense = PGDAT(net, **COMMON, inner=_inner(steps=3), warmup_epochs=warmup)
+    outputs = _Outputs()
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[outputs],
+    )  # fmt: skip
+    trainer.fit(defense, DataLoader(TensorDataset(x, y), batch_size=4))
+    assert len(calls) == 3 * (1 if warmup else 4)  # 3 batches; PGD-3 + the training forward
+    logged = {k: float(v) for k, v in trainer.logged_metrics.items()}
+    assert set(logged) == {"train/loss", metric}
+    losses = sum(loss * n for loss, n in outputs.batches) / 10
+    assert logged["train/loss"] == pytest.approx(losses, rel=1e-6)
+    assert round(logged[metric] * 10, 5) in range(11)  # a count of 10 examples

@@ -58,10 +58,11 @@ def test_iat_loss_is_half_mixed_adv_plus_half_mixed_clean():
     defense, (x, y) = InterpolatedAT(_net(), inner=INNER, **COMMON), _batch()
     adv_draw, clean_draw = (0.3, torch.randperm(6)), (0.8, torch.randperm(6))
     torch.manual_seed(5)
-    x_adv = defense.craft_on_predictions(x)
+    x_adv, logits = defense.craft_on_predictions(x)
     loss = defense.interpolated_loss(x, x_adv, y, adv_draw, clean_draw)
 
     with torch.no_grad():
+        torch.testing.assert_close(logits, defense.net(x))  # clean: the training accuracy's
         predicted = defense.net(x).argmax(1)
     expected_adv = pgd(defense.net, x, predicted, InnerAttack(**INNER))
     torch.testing.assert_close(x_adv, expected_adv)

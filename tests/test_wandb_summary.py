@@ -230,7 +230,7 @@ def test_a_two_cell_sweep_with_wandb_ends_with_one_report_and_a_summary_run(tmp_
         assert run["config"]["defense"]["name"] == cell.name.split("_", 2)[2]
         assert run["config"]["logger"]["wandb"]["mode"] == "offline"
         keys = {k for row in run["history"] for k in row}
-        assert {"val/clean_acc", "train/loss_epoch", "test/clean_acc", "records"} <= keys
+        assert {"val/clean_acc", "train/loss", "test/clean_acc", "records"} <= keys
 
     (summary_dir,) = (sweep_dir / "wandb").glob("offline-run-*")
     summary = read_run(summary_dir)

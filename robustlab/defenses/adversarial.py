@@ -26,8 +26,11 @@ class AdversarialDefense(DefenseModule):
 
 
 class PGDAT(AdversarialDefense):
-    """PGD-AT: CE(net(x_adv), y) with x_adv from PGD with random start."""
+    """PGD-AT: CE(net(x_adv), y) with x_adv from PGD with random start; the training accuracy is
+    that of the adversarial logits (``train/adv_acc``)."""
+
+    train_logits = "adv"
 
     def training_loss(self, x, y):
-        x_adv = self.craft(x, y)
-        return F.cross_entropy(self.net(x_adv), y), None
+        logits_adv = self.net(self.craft(x, y))
+        return F.cross_entropy(logits_adv, y), logits_adv

@@ -17,6 +17,8 @@ class FastAT(AdversarialDefense):
     Crafting runs in eval mode like every AT defense here (Wong et al. craft in train mode).
     """
 
+    train_logits = "adv"
+
     def __init__(self, *args, step_ratio: float = 1.25, **kwargs):
         super().__init__(*args, **kwargs)
         if self.inner.steps != 1:
@@ -25,5 +27,5 @@ class FastAT(AdversarialDefense):
             self.inner = dataclasses.replace(self.inner, step_size=step_ratio * self.inner.eps)
 
     def training_loss(self, x, y):
-        x_adv = self.craft(x, y)
-        return F.cross_entropy(self.net(x_adv), y), None
+        logits_adv = self.net(self.craft(x, y))
+        return F.cross_entropy(logits_adv, y), logits_adv

@@ -70,10 +70,11 @@ class InterpolatedAT(AdversarialDefense):
         super().__init__(*args, **kwargs)
         self.alpha = _check_alpha(alpha)
 
-    def craft_on_predictions(self, x: torch.Tensor) -> torch.Tensor:
+    def craft_on_predictions(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_adv, the clean logits whose argmax it was crafted on: eval mode, no graph)."""
         with torch.no_grad(), eval_mode(self.net):
-            predicted = self.net(x).argmax(1)
-        return self.craft(x, predicted)
+            logits = self.net(x)
+        return self.craft(x, logits.argmax(1)), logits
 
     def interpolated_loss(
         self,
@@ -92,6 +93,6 @@ class InterpolatedAT(AdversarialDefense):
         )
 
     def training_loss(self, x, y):
-        x_adv = self.craft_on_predictions(x)
+        x_adv, logits_clean = self.craft_on_predictions(x)
         draws = [draw_mix(self.alpha, len(y), x.device) for _ in range(2)]
-        return self.interpolated_loss(x, x_adv, y, *draws), None
+        return self.interpolated_loss(x, x_adv, y, *draws), logits_clean
