@@ -33,19 +33,21 @@ def test_standard_defaults_are_the_reference():
     aa = AutoAttack(model, norm="linf", eps=8 / 255, num_classes=10)
     ce, t, fab, sq = (aa.components[k] for k in ("apgd_ce", "apgd_t", "fab_t", "square"))
     assert list(aa.components) == ["apgd_ce", "apgd_t", "fab_t", "square"]
-    assert ce.loss == "ce" and ce.steps == t.steps == fab.steps == 100
-    assert ce.n_restarts == t.n_restarts == fab.n_restarts == sq.n_restarts == 1
-    assert ce.thr_decr == t.thr_decr == 0.75 and ce.eot_iter == t.eot_iter == 1
-    assert t.n_target_classes == fab.n_target_classes == 9 and fab.multi_targeted
+    assert ce.loss == "ce" and t.loss == "dlr" and ce.steps == t.steps == fab.steps == 100
+    assert ce.restarts == t.restarts == fab.restarts == sq.attack.n_restarts == 1
+    assert ce.rho == t.rho == 0.75 and ce.n_target_classes == 0
+    assert t.n_target_classes == fab.n_target_classes == 9
+    sq = sq.attack
     assert sq.n_queries == 5000 and sq.p_init == 0.8 and sq.loss == "margin"
     assert not sq.rescale_schedule
-    assert all(a.eps == 8 / 255 and a.norm == "Linf" for a in aa.components.values())
+    assert sq.eps == 8 / 255 and sq.norm == "Linf"
+    assert all(p.eps == 8 / 255 and p.norm == "linf" for p in (ce, t, fab))
 
 
 def test_target_classes_capped_and_params_recorded():
     model, _, _ = toy_problem(num_classes=100)
     aa = AutoAttack(model, norm="l2", eps=0.5, num_classes=100)
-    assert aa.components["apgd_t"].n_target_classes == 9
+    assert aa.components["apgd_t"].n_target_classes == aa.components["fab_t"].n_target_classes == 9
     model, _, _ = toy_problem(num_classes=5)
     runner = build_attack({"kind": "autoattack"}, model, seed=0, num_classes=5, eps=0.1)
     assert runner.params["n_target_classes"] == 4
@@ -55,7 +57,9 @@ def test_target_classes_capped_and_params_recorded():
 def test_rand_version_is_apgd_ce_and_dlr_with_eot_20():
     model, _, _ = toy_problem()
     aa = AutoAttack(model, norm="linf", eps=0.1, num_classes=10, version="rand")
-    assert {k: (a.loss, a.eot_iter, a.steps) for k, a in aa.components.items()} == {
+    assert {
+        k: (a.attack.loss, a.attack.eot_iter, a.attack.steps) for k, a in aa.components.items()
+    } == {
         "apgd_ce": ("ce", 20, 100),
         "apgd_dlr": ("dlr", 20, 100),
     }
