@@ -1,128 +1,272 @@
-"""Benchmark: robustlab's training (Lightning + DefenseModule) against a bare PyTorch loop doing the
-same work (same net, data, batch size, optimizer, inner PGD), in the same process and run.
+"""Benchmark: robustlab's training and PGD-20 evaluation against the bare floor
+(experiments/bench/bare_loop.py: plain PyTorch, nothing imported from robustlab), side by side.
 
-    python experiments/bench/train_loop.py                      # MNIST files if present, else digits
+    python experiments/bench/train_loop.py            # MNIST files if present, else digits
     python experiments/bench/train_loop.py --dataset digits --epochs 3
+    python experiments/bench/train_loop.py --quick    # a smoke run: every line, meaningless ratios
 
-Prints seconds per epoch for ERM and PGD-10 AT, framework and bare loop, and their ratio.
+robustlab runs as a cell builds it: the project's config composed by Hydra (dataset=mnist with
+dataset.root=../shared/data/mnist when the files are there, else digits; model=smallcnn;
+defense=erm, then defense=pgd_at; attack=[pgd], PGD-20; trainer=cpu; cache off), planned
+(``build_plan``), its datamodule, net, DefenseModule, loggers and evaluator built as
+``robustlab.run`` builds them, fitted by ``robustlab.training.fit`` (checkpoints, resume stamps,
+monitors) with the cell's evaluation callback, which evaluates the test split when training ends
+(for ERM it is carried but not run). The floor does the same work: the same training images
+(robustlab's validation hold-out), net widths, initial weights, batch size, Adam and per-batch
+cosine schedule, inner PGD (steps, eps, step eps/4, random start) and PGD-20 settings, and
+evaluates robustlab's trained weights (the two robust accuracies agree up to the random starts).
+
+Timed: each epoch's training batches, from the epoch's start to its validation (robustlab then
+validates and saves checkpoints; the floor does neither), and the evaluation of the first
+``--eval-n`` test images. The floor's epoch is interleaved with robustlab's, one bare batch after
+each robustlab batch (timed apart), so a change of load on a shared machine hits both; epochs
+are medians over epochs. Output, one line per figure:
+
+    name  robustlab_s  reference_s  ratio  target  PASS/FAIL
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from robustlab.defenses.adversarial import PGDAT
-from robustlab.defenses.erm import ERM
-from robustlab.defenses.inner import InnerAttack, pgd
-from robustlab.models.smallcnn import SmallCNN
-from robustlab.modes import eval_mode
+from robustlab.evaluation.callback import RobustEvaluation
+from robustlab.loggers import build_loggers
 from robustlab.paths import CONF_PACKAGE
+from robustlab.plan import build_plan
+from robustlab.run import build_evaluator
+from robustlab.training import build_defense, fit
 
-MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
-OPT = {"name": "adam", "lr": 1e-3}
+try:  # the cell's net builder where the precision options exist
+    from robustlab.precision import build_net
+except ImportError:  # before them: the model config alone
+
+    def build_net(cfg):
+        return instantiate(cfg.model)
 
 
-def datamodule(name: str):
-    """The project's own dataset config (conf/dataset/NAME.yaml), all training images, no val."""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bare_loop as bare  # noqa: E402
+
+TARGETS = {"erm_epoch": 1.03, "pgd_at_epoch": 1.03, "pgd20_eval": 1.03}
+
+
+def compose_cell(name: str, defense: str, out: Path, args):
+    overrides = [
+        f"dataset={name}",
+        f"defense={defense}",
+        "model=smallcnn",
+        "attack=[pgd]",
+        "inference=[plain]",
+        "trainer=cpu",
+        f"trainer.max_epochs={args.epochs}",
+        "trainer.enable_progress_bar=false",
+        f"torch_threads={args.threads}",
+        "cache.enabled=false",
+        f"eval.n_examples={args.eval_n}",
+        f"output_dir={out / defense}",
+    ]
+    if name == "mnist":
+        overrides.append(f"dataset.root={bare.MNIST}")
+    if args.train_limit is not None:
+        overrides.append(f"dataset.train_limit={args.train_limit}")
+    if args.quick:  # a small validation split and a PGD-2 inner attack
+        overrides.append("dataset.val_size=64")
+        if defense != "erm":
+            overrides.append("defense.inner.steps=2")
     with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"dataset={name}"]).dataset
-    cfg.val_size, cfg.root = 0.0, str(MNIST) if name == "mnist" else None
-    return instantiate(cfg)
+        return compose(config_name="config", overrides=overrides)
 
 
-def net(dm):
-    return SmallCNN(
-        name="smallcnn",
-        in_channels=1,
-        num_classes=10,
-        image_size=dm.image_size,
-        mean=dm.mean,
-        std=dm.std,
-    )
+class SideBySide(pl.Callback):
+    """Times robustlab's epochs (start to validation) with the floor's epoch interleaved: one bare
+    batch after each robustlab batch, outside robustlab's time, so both share the machine's load.
+    ``bare_steps()`` starts a bare epoch (a generator yielding after each batch)."""
 
-
-def bare_epoch(model, loader, inner: InnerAttack | None) -> float:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    start = time.perf_counter()
-    model.train()
-    for x, y in loader:
-        if inner is not None:
-            with eval_mode(model):
-                x = pgd(model, x, y, inner)
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    return time.perf_counter() - start
-
-
-class EpochTimer(pl.Callback):
-    def __init__(self):
-        self.times = []
+    def __init__(self, bare_steps):
+        self.bare_steps = bare_steps
+        self.robustlab: list[float] = []
+        self.bare: list[float] = []
+        self._mark: float | None = None
 
     def on_train_epoch_start(self, trainer, module):
-        self.start = time.perf_counter()
+        self._steps, self._times = self.bare_steps(), [0.0, 0.0]
+        self._mark = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self._times[0] += time.perf_counter() - self._mark
+        start = time.perf_counter()
+        next(self._steps, None)
+        self._mark = time.perf_counter()
+        self._times[1] += self._mark - start
+
+    def _end_epoch(self):
+        if self._mark is None:
+            return
+        self._times[0] += time.perf_counter() - self._mark
+        self._mark = None
+        start = time.perf_counter()
+        for _ in self._steps:  # nothing left: both epochs have the same batches
+            pass
+        self.robustlab.append(self._times[0])
+        self.bare.append(self._times[1] + time.perf_counter() - start)
+
+    def on_validation_start(self, trainer, module):
+        self._end_epoch()
 
     def on_train_epoch_end(self, trainer, module):
-        self.times.append(time.perf_counter() - self.start)
+        self._end_epoch()
 
 
-def framework_epochs(defense, dm, epochs: int) -> list[float]:
-    timer = EpochTimer()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        callbacks=[timer],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        deterministic=True,
+def bare_setup(cfg, data, n_val: int):
+    """The floor's net (robustlab's seed: the same initial weights), Adam, schedule, training
+    images (robustlab's hold-out) and shuffling generator."""
+    name, x, y, _, _ = data
+    x, y = bare.holdout(x, y, n_val, int(cfg.dataset.split_seed), cfg.dataset.train_limit)
+    torch.manual_seed(int(cfg.seed))
+    meta = bare.DATASETS[name]
+    net = bare.SmallCNN(
+        1, 10, meta["image_size"], meta["mean"], meta["std"], cfg.model.widths, cfg.model.hidden
     )
-    trainer.fit(defense, datamodule=dm)
-    return timer.times
+    opt = torch.optim.Adam(net.parameters(), lr=float(cfg.defense.optimizer.lr))
+    steps = int(cfg.trainer.max_epochs) * math.ceil(len(y) / int(cfg.dataset.batch_size))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    return net, opt, schedule, x, y, torch.Generator().manual_seed(int(cfg.seed))
+
+
+class TimedEvaluation(RobustEvaluation):
+    """The cell's evaluation callback (the test split's evaluation when training ends), timed;
+    ``skip``: carried but not run (the ERM fit: only its hooks' cost matters here)."""
+
+    def __init__(self, *args, skip: bool = False):
+        super().__init__(*args)
+        self.skip, self.seconds = skip, 0.0
+
+    def on_train_end(self, trainer, pl_module):
+        if not self.skip:
+            start = time.perf_counter()
+            super().on_train_end(trainer, pl_module)
+            self.seconds = time.perf_counter() - start
+
+
+def run_defense(cfg, data, inner):
+    """Fit robustlab's cell (and evaluate it, for PGD-AT) with the bare epochs interleaved;
+    (robustlab epoch seconds, bare epoch seconds, robustlab evaluation, bare net, datamodule)."""
+    plan = build_plan(cfg)
+    pl.seed_everything(plan.seed, workers=True, verbose=False)
+    dm = instantiate(cfg.dataset)
+    net = build_net(cfg)
+    pl.seed_everything(plan.seed, workers=True, verbose=False)
+    loggers = build_loggers(cfg.logger)
+    defense = build_defense(plan.cell, net)
+    evaluation = TimedEvaluation(
+        build_evaluator(plan, dm, loggers),
+        int(cfg.eval.every_n_val_epochs),
+        int(cfg.eval.val_subset),
+        skip=inner is None,
+    )
+    dm.setup("fit")
+    b_net, opt, schedule, x, y, gen = bare_setup(cfg, data, dm.val_count(len(data[2])))
+    if not torch.equal(x, dm.tensors("train")[0]) or not torch.equal(y, dm.tensors("train")[1]):
+        raise SystemExit("bench: the bare reader's training images differ from robustlab's")
+    bs = int(cfg.dataset.batch_size)
+    if inner is None:
+        steps = lambda: bare.erm_steps(b_net, x, y, bs, opt, gen, schedule)  # noqa: E731
+    else:
+        steps = lambda: bare.pgd_at_steps(  # noqa: E731
+            b_net, x, y, bs, opt, gen, *inner, None, schedule
+        )
+    timer = SideBySide(steps)
+    fit(plan.cell, defense, dm, loggers=loggers, callbacks=[evaluation, timer], cached=None,
+        lock=None, monitor=defense.monitor)  # fmt: skip
+    return timer.robustlab, timer.bare, evaluation, b_net, dm, defense
+
+
+def bare_evaluate(cfg, dm, defense, b_net, data) -> tuple[float, float]:
+    """The floor's PGD-20 on the cell's first eval.n_examples test images, with the weights
+    robustlab trained; (seconds, robust accuracy)."""
+    n, pgd = int(cfg.eval.n_examples), cfg.attack.pgd
+    x, y = data[3][:n], data[4][:n]
+    x_cell, y_cell = dm.tensors("test")
+    if not torch.equal(x_cell[:n], x) or not torch.equal(y_cell[:n], y):
+        raise SystemExit("bench: the bare reader's test images differ from robustlab's")
+    with torch.no_grad():
+        for mine, theirs in zip(b_net.parameters(), defense.net.parameters(), strict=True):
+            mine.copy_(theirs)
+    start = time.perf_counter()
+    acc = bare.pgd_eval(
+        b_net, x, y, float(cfg.threat.eps), int(pgd.steps), batch_size=int(cfg.eval.batch_size)
+    )
+    return time.perf_counter() - start, acc
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=["mnist", "digits"], default=None)
+    parser.add_argument("--dataset", choices=list(bare.DATASETS), default=None)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train-limit", type=int, default=None, help="first N training images")
+    parser.add_argument("--eval-n", type=int, default=1000, help="test images for PGD-20")
+    parser.add_argument(
+        "--defenses", nargs="+", choices=["erm", "pgd_at"], default=["erm", "pgd_at"]
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 256 images, 1 epoch, PGD-2 inner, 64 eval"
+    )
     args = parser.parse_args()
-    name = args.dataset or (
-        "mnist" if (MNIST / "train-images-idx3-ubyte.gz").exists() else "digits"
-    )
+    if args.quick:
+        args.epochs, args.train_limit, args.eval_n = 1, 256, 64
     torch.set_num_threads(args.threads)
-    dm = datamodule(name)
-    dm.setup("fit")
-    loader = dm.train_dataloader()
-    rows = []
-    for label, inner in (("erm", None), ("pgd_at (PGD-10)", InnerAttack(eps=dm.eps, steps=10))):
-        torch.manual_seed(0)
-        bare = [bare_epoch(net(dm), loader, inner) for _ in range(args.epochs)]
-        kwargs = dict(name="b", num_classes=10, optimizer=OPT)
-        if inner is None:
-            defense = ERM(net=net(dm), **kwargs)
-        else:
-            defense = PGDAT(net=net(dm), inner={"eps": dm.eps, "steps": 10}, **kwargs)
-        framework = framework_epochs(defense, dm, args.epochs)
-        rows.append((label, statistics.median(framework), statistics.median(bare)))
+    data = bare.load(args.dataset)
+    name = data[0]
+    # warm both up once (the same shapes: oneDNN's primitive caches are the process's)
+    meta = bare.DATASETS[name]
+    warm = bare.SmallCNN(1, 10, meta["image_size"], meta["mean"], meta["std"])
+    warm_opt = torch.optim.Adam(warm.parameters())
+    bare.pgd_at_epoch(warm, data[1][:256], data[2][:256], 128, warm_opt, torch.Generator(), 0.1, 1)
+
+    rows, out = [], Path(tempfile.mkdtemp(prefix="bench_train_loop_"))
+    eval_note = "no evaluation (pgd_at not run)"
+    for defense in args.defenses:
+        cfg = compose_cell(name, defense, out, args)
+        inner = None
+        if defense != "erm":
+            inner = (float(cfg.defense.inner.eps), int(cfg.defense.inner.steps))
+        robustlab_s, bare_s, evaluation, b_net, dm, fitted = run_defense(cfg, data, inner)
+        label = "erm_epoch" if inner is None else "pgd_at_epoch"
+        rows.append((label, statistics.median(robustlab_s), statistics.median(bare_s)))
+        if inner is not None:
+            b_s, b_acc = bare_evaluate(cfg, dm, fitted, b_net, data)
+            steps = int(cfg.attack.pgd.steps)
+            rows.append((f"pgd{steps}_eval", evaluation.seconds, b_s))
+            r_acc = next(r for r in evaluation.records if r["attack"] == "pgd")["robust_acc"]
+            eval_note = (
+                f"pgd_at inner PGD-{inner[1]}; eval PGD-{steps} on {args.eval_n} test images, "
+                f"robust acc robustlab {r_acc:.3f} bare {b_acc:.3f}"
+            )
     print(
-        f"dataset={name} train_images={len(dm.tensors('train')[0])} threads={args.threads} "
-        f"epochs={args.epochs} (median seconds per epoch)"
+        f"# dataset={name} train_images={len(dm.tensors('train')[1])} "
+        f"batch={cfg.dataset.batch_size} threads={args.threads} epochs={args.epochs}; "
+        f"{eval_note}; seconds: median per epoch, whole evaluation"
     )
-    print(f"{'defense':18} {'robustlab':>10} {'bare loop':>10} {'ratio':>7}")
-    for label, fw, bare in rows:
-        print(f"{label:18} {fw:10.2f} {bare:10.2f} {fw / bare:7.2f}")
+    print(
+        f"# {'name':14} {'robustlab_s':>11} {'reference_s':>11} {'ratio':>6} {'target':>6} result"
+    )
+    for label, fw, ref in rows:
+        ratio = fw / ref
+        key = label if label in TARGETS else "pgd20_eval"
+        verdict = "PASS" if ratio <= TARGETS[key] else "FAIL"
+        print(f"{label:16} {fw:11.3f} {ref:11.3f} {ratio:6.3f} {TARGETS[key]:6.2f} {verdict}")
 
 
 if __name__ == "__main__":
