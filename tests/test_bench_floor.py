@@ -122,6 +122,8 @@ def test_train_loop_quick_prints_every_figure():
     assert set(rows) == {"erm_epoch", "pgd_at_epoch", "pgd20_eval"}, done.stdout[-2000:]
     for _, robustlab_s, reference_s, ratio, target, verdict in rows.values():
         assert float(robustlab_s) > 0 and float(reference_s) > 0
-        assert float(ratio) == pytest.approx(float(robustlab_s) / float(reference_s), abs=2e-3)
+        # the seconds are printed to 3 decimals: the ratio of the printed values is near ratio
+        slack = 6e-4 * (1 + float(ratio)) / float(reference_s) + 6e-4
+        assert float(ratio) == pytest.approx(float(robustlab_s) / float(reference_s), abs=slack)
         assert float(target) == 1.03 and verdict in ("PASS", "FAIL")
     assert "robust acc robustlab" in done.stdout

@@ -18,9 +18,10 @@ evaluates robustlab's trained weights (the two robust accuracies agree up to the
 
 Timed: each epoch's training batches, from the epoch's start to its validation (robustlab then
 validates and saves checkpoints; the floor does neither), and the evaluation of the first
-``--eval-n`` test images. The floor's epoch is interleaved with robustlab's, one bare batch after
-each robustlab batch (timed apart), so a change of load on a shared machine hits both; epochs
-are medians over epochs. Output, one line per figure:
+``--eval-n`` test images. A change of load on a shared machine should hit both sides alike: the
+floor's epoch is interleaved with robustlab's, one bare batch after each robustlab batch (timed
+apart), and robustlab's evaluation runs between two of the floor's (their mean is the floor's
+time). Epoch figures are medians over the epochs. Output, one line per figure:
 
     name  robustlab_s  reference_s  ratio  target  PASS/FAIL
 """
@@ -33,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -145,23 +147,34 @@ def bare_setup(cfg, data, n_val: int):
 
 
 class TimedEvaluation(RobustEvaluation):
-    """The cell's evaluation callback (the test split's evaluation when training ends), timed;
-    ``skip``: carried but not run (the ERM fit: only its hooks' cost matters here)."""
+    """The cell's evaluation callback (the test split's evaluation when training ends), timed
+    between two runs of ``bare_eval(trained net) -> robust accuracy``, whose mean time is the
+    floor's (a load change during the three hits both sides alike). Without ``bare_eval`` (the ERM
+    fit) it is carried but not run: only its hooks' cost matters there."""
 
-    def __init__(self, *args, skip: bool = False):
+    def __init__(self, *args, bare_eval=None):
         super().__init__(*args)
-        self.skip, self.seconds = skip, 0.0
+        self.bare_eval, self.seconds, self.bare_seconds, self.bare_acc = bare_eval, 0.0, 0.0, None
 
     def on_train_end(self, trainer, pl_module):
-        if not self.skip:
-            start = time.perf_counter()
-            super().on_train_end(trainer, pl_module)
-            self.seconds = time.perf_counter() - start
+        if self.bare_eval is None:
+            return
+        before, _ = timed(self.bare_eval, pl_module.net)
+        self.seconds, _ = timed(super().on_train_end, trainer, pl_module)
+        after, self.bare_acc = timed(self.bare_eval, pl_module.net)
+        self.bare_seconds = (before + after) / 2
+
+
+def timed(fn, *args):
+    """(seconds, result) of ``fn(*args)``."""
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
 
 
 def run_defense(cfg, data, inner):
-    """Fit robustlab's cell (and evaluate it, for PGD-AT) with the bare epochs interleaved;
-    (robustlab epoch seconds, bare epoch seconds, robustlab evaluation, bare net, datamodule)."""
+    """Fit robustlab's cell with the bare epochs interleaved (and for PGD-AT evaluate both);
+    (robustlab epoch seconds, bare epoch seconds, the evaluation callback, training images)."""
     plan = build_plan(cfg)
     pl.seed_everything(plan.seed, workers=True, verbose=False)
     dm = instantiate(cfg.dataset)
@@ -169,14 +182,14 @@ def run_defense(cfg, data, inner):
     pl.seed_everything(plan.seed, workers=True, verbose=False)
     loggers = build_loggers(cfg.logger)
     defense = build_defense(plan.cell, net)
+    dm.setup("fit")
+    b_net, opt, schedule, x, y, gen = bare_setup(cfg, data, dm.val_count(len(data[2])))
     evaluation = TimedEvaluation(
         build_evaluator(plan, dm, loggers),
         int(cfg.eval.every_n_val_epochs),
         int(cfg.eval.val_subset),
-        skip=inner is None,
+        bare_eval=None if inner is None else partial(bare_evaluate, cfg, dm, b_net, data),
     )
-    dm.setup("fit")
-    b_net, opt, schedule, x, y, gen = bare_setup(cfg, data, dm.val_count(len(data[2])))
     if not torch.equal(x, dm.tensors("train")[0]) or not torch.equal(y, dm.tensors("train")[1]):
         raise SystemExit("bench: the bare reader's training images differ from robustlab's")
     bs = int(cfg.dataset.batch_size)
@@ -189,25 +202,22 @@ def run_defense(cfg, data, inner):
     timer = SideBySide(steps)
     fit(plan.cell, defense, dm, loggers=loggers, callbacks=[evaluation, timer], cached=None,
         lock=None, monitor=defense.monitor)  # fmt: skip
-    return timer.robustlab, timer.bare, evaluation, b_net, dm, defense
+    return timer.robustlab, timer.bare, evaluation, len(y)
 
 
-def bare_evaluate(cfg, dm, defense, b_net, data) -> tuple[float, float]:
-    """The floor's PGD-20 on the cell's first eval.n_examples test images, with the weights
-    robustlab trained; (seconds, robust accuracy)."""
+def bare_evaluate(cfg, dm, b_net, data, trained) -> float:
+    """The floor's PGD-20 on the cell's first eval.n_examples test images with the ``trained``
+    net's weights; its robust accuracy."""
     n, pgd = int(cfg.eval.n_examples), cfg.attack.pgd
     x, y = data[3][:n], data[4][:n]
     x_cell, y_cell = dm.tensors("test")
     if not torch.equal(x_cell[:n], x) or not torch.equal(y_cell[:n], y):
         raise SystemExit("bench: the bare reader's test images differ from robustlab's")
     with torch.no_grad():
-        for mine, theirs in zip(b_net.parameters(), defense.net.parameters(), strict=True):
+        for mine, theirs in zip(b_net.parameters(), trained.parameters(), strict=True):
             mine.copy_(theirs)
-    start = time.perf_counter()
-    acc = bare.pgd_eval(
-        b_net, x, y, float(cfg.threat.eps), int(pgd.steps), batch_size=int(cfg.eval.batch_size)
-    )
-    return time.perf_counter() - start, acc
+    eps, steps, batch = float(cfg.threat.eps), int(pgd.steps), int(cfg.eval.batch_size)
+    return bare.pgd_eval(b_net, x, y, eps, steps, batch_size=batch)
 
 
 def main() -> None:
@@ -242,20 +252,19 @@ def main() -> None:
         inner = None
         if defense != "erm":
             inner = (float(cfg.defense.inner.eps), int(cfg.defense.inner.steps))
-        robustlab_s, bare_s, evaluation, b_net, dm, fitted = run_defense(cfg, data, inner)
+        robustlab_s, bare_s, evaluation, train_n = run_defense(cfg, data, inner)
         label = "erm_epoch" if inner is None else "pgd_at_epoch"
         rows.append((label, statistics.median(robustlab_s), statistics.median(bare_s)))
         if inner is not None:
-            b_s, b_acc = bare_evaluate(cfg, dm, fitted, b_net, data)
             steps = int(cfg.attack.pgd.steps)
-            rows.append((f"pgd{steps}_eval", evaluation.seconds, b_s))
+            rows.append((f"pgd{steps}_eval", evaluation.seconds, evaluation.bare_seconds))
             r_acc = next(r for r in evaluation.records if r["attack"] == "pgd")["robust_acc"]
             eval_note = (
                 f"pgd_at inner PGD-{inner[1]}; eval PGD-{steps} on {args.eval_n} test images, "
-                f"robust acc robustlab {r_acc:.3f} bare {b_acc:.3f}"
+                f"robust acc robustlab {r_acc:.3f} bare {evaluation.bare_acc:.3f}"
             )
     print(
-        f"# dataset={name} train_images={len(dm.tensors('train')[1])} "
+        f"# dataset={name} train_images={train_n} "
         f"batch={cfg.dataset.batch_size} threads={args.threads} epochs={args.epochs}; "
         f"{eval_note}; seconds: median per epoch, whole evaluation"
     )
