@@ -90,3 +90,24 @@ def test_eps_zero_is_clean_accuracy():
     aa = build_attack({"kind": "autoattack", **QUICK}, model, seed=0, num_classes=10, eps=0.0)
     assert accuracy(model, aa(x, y), y) == accuracy(model, x, y)
     assert aa.last_component_success == {}
+
+
+def test_target_rows_is_checked_and_only_changes_speed():
+    model, x, y = toy_problem(n=20)
+    with pytest.raises(ValueError, match=r"attack\.autoattack\.target_rows=0 must be a positive"):
+        build_attack(
+            {"kind": "autoattack", "target_rows": 0}, model, seed=0, num_classes=10, eps=0.1
+        )
+    runs = [
+        build_attack(
+            {"kind": "autoattack", **QUICK, "target_rows": rows},
+            model,
+            seed=0,
+            num_classes=10,
+            eps=0.1,
+        )
+        for rows in (3, None)
+    ]
+    verdicts = [model(run(x, y, call=0)).argmax(1) == y for run in runs]
+    assert torch.equal(verdicts[0], verdicts[1])
+    assert "target_rows" not in runs[0].params

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torchattacks.attacks.fab import projection_l2, projection_linf
 
+from robustlab.attacks.apgd_rows import COMPACT_AT
+
 PROJECTIONS = {"linf": projection_linf, "l2": projection_l2}
 
 
@@ -71,6 +73,7 @@ def fab_targeted_rows(
             grad = torch.autograd.grad(diff.sum(), v)[0]
         return diff.detach(), grad.detach()
 
+    active = torch.ones(n, dtype=torch.bool, device=x.device)  # over the rows of `s`
     for _ in range(steps):
         x1, x0 = s["x1"], s["x"]
         m = len(x1)
@@ -96,17 +99,18 @@ def fab_targeted_rows(
             x1[adv_now] = x0[adv_now] + (x1[adv_now] - x0[adv_now]) * beta
         s["x1"] = x1
         if stop_early:
-            done = s["best"] <= eps
+            done = active & (s["best"] <= eps)
             if done.any():
-                keep = ~torch.isin(group[live], group[live[done]])
+                stop = active & torch.isin(group[live], group[live[done]])
                 x_out[live[done]] = s["adv"][done]
-                best[live[~keep]] = s["best"][~keep]
-                live = live[keep]
-                if live.numel() == 0:
+                best[live[stop]] = s["best"][stop]
+                active &= ~stop
+                if not active.any():
                     break
-                s = {k: v[keep] for k, v in s.items()}
-    if live.numel():
-        found = s["best"] < 1e10
-        x_out[live[found]] = s["adv"][found]
-        best[live] = s["best"]
+                if active.sum() <= COMPACT_AT * len(active):
+                    s = {k: v[active] for k, v in s.items()}
+                    live, active = live[active], active[active]
+    found = active & (s["best"] < 1e10)
+    x_out[live[found]] = s["adv"][found]
+    best[live[active]] = s["best"][active]
     return x_out, best <= eps

@@ -23,10 +23,15 @@ class AutoAttackSpec(AttackSpec):
     queries: int = 5000  # Square
     n_target_classes: int = 9  # APGD-T and FAB-T, capped at num_classes - 1
     eot_iter: int = 20  # version rand only
+    # (point, target) rows of APGD-T/FAB-T per pass; None: the batch's points (the reference's
+    # memory). Speed and memory only: the verdicts do not depend on it
+    target_rows: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_positive("steps", "queries", "n_target_classes", "eot_iter")
+        if self.target_rows is not None:
+            self.check_positive("target_rows")
         if self.version not in VERSIONS:
             raise ValueError(
                 f"attack.{self.name}.version={self.version!r} is not one of {list(VERSIONS)}"
@@ -52,8 +57,9 @@ class AutoAttackSpec(AttackSpec):
             n_target_classes=p["n_target_classes"],
             restarts=p["restarts"],
             eot_iter=p["eot_iter"],
+            target_rows=p["target_rows"],
         )
-        for key in ("queries", "n_target_classes", "eot_iter"):
+        for key in ("queries", "n_target_classes", "eot_iter", "target_rows"):
             p.pop(key)
         p.update(aa.params)
         return aa
