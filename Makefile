@@ -52,8 +52,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check robustlab tests experiments examples
 	$(VENV)/bin/ruff format --check robustlab tests experiments examples
 
+# Every figure beside its reference, on this machine, in one run (an idle machine: the ratios are
+# side by side, but load that comes and goes still skews them). The bench extra installs the
+# reference AutoAttack (pyautoattack 0.2.0). Figures and machine: experiments/bench/README.md.
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) experiments/bench/train_loop.py
+	$(PY) experiments/bench/autoattack_bench.py
 	$(PY) experiments/bench/mi_batched_forward.py
 	$(PY) experiments/bench/mi_eot_batched.py
 

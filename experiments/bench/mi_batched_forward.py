@@ -9,6 +9,9 @@ batch of random images with ``robustlab.models.smallcnn.SmallCNN`` (median of ``
   (c) looped   the reference path, one net call per draw (``_forward_looped``, fixed partners).
 
     python experiments/bench/mi_batched_forward.py --batch 64 --n 30 --threads 2
+
+The last line is the figure `make bench` checks, in the format every bench script shares:
+``name  robustlab  reference  ratio  target  PASS/FAIL`` ((a) against (b)).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import torch
 
 from robustlab.inference.mixup_inference import MixupInference
 from robustlab.models.smallcnn import SmallCNN
+
+TARGET = 1.10  # issue 17: MI-OL forward at most 1.1x N bare forwards
 
 
 class RandomData:
@@ -108,6 +113,11 @@ def main() -> None:
     print(f"{'path':28s} {'median ms':>10s} {'x floor':>8s}")
     for label, ms in rows:
         print(f"{label:28s} {ms:10.1f} {ms / rows[1][1]:8.2f}")
+    ratio = rows[0][1] / rows[1][1]
+    print(
+        f"{'mi_ol forward (ms)':34} {rows[0][1]:>12.1f} {rows[1][1]:>12.1f} {ratio:>7.2f} "
+        f"{'<= 1.10':>22} {'PASS' if ratio <= TARGET else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

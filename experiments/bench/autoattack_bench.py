@@ -1,0 +1,303 @@
+"""Benchmark: robustlab's AutoAttack (standard) against the reference, pyautoattack 0.2.0 (fra31's
+code, `pip install -e '.[bench]'`), on the same PGD-AT net, points, eps and seed, side by side.
+
+    python experiments/bench/autoattack_bench.py                 # 500 MNIST test points (else digits)
+    python experiments/bench/autoattack_bench.py --points 200 --eps 0.15
+    python experiments/bench/autoattack_bench.py --quick         # a smoke run: every line
+
+The net is robustlab's smallcnn trained with PGD-10 AT (``--epochs`` epochs at the dataset's eps,
+Adam, batch 128), cached under .cache/bench/. Each implementation runs in a fresh subprocess with
+the same thread count, one after the other in this run: time is the attack's wall time, memory
+the peak resident set above the resident set just before the attack (VmHWM - VmRSS, Linux), and
+passes are the rows the net saw (forward, backward). Both start from the same seed: APGD-CE and
+APGD-T's first target draw the reference's starts, FAB-T is deterministic, so the per-example
+verdicts are compared one by one (where later targets' starts differ, robust accuracy must stay
+within 0.5 points). Output, one line per figure:
+
+    name  robustlab  reference  ratio  target  PASS/FAIL
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+
+from robustlab.attacks.autoattack import AutoAttack
+from robustlab.attacks.costs import count_passes
+from robustlab.defenses.inner import InnerAttack, pgd
+from robustlab.models.smallcnn import SmallCNN
+from robustlab.modes import eval_mode
+from robustlab.paths import CONF_PACKAGE
+from robustlab.precision import prepare_net
+
+ROOT = Path(__file__).resolve().parents[2]
+MNIST = ROOT / ".." / "shared" / "data" / "mnist"
+CACHE = ROOT / ".cache" / "bench"
+PARTS = ("apgd_ce", "apgd_t", "fab_t", "square")
+TARGETS = {"time": 0.5, "memory": 1.5, "accuracy_gap": 0.5}
+# the reference and robustlab on the net as it is; robustlab again with precision.channels_last
+RUNS = ("reference", "robustlab", "robustlab_channels_last")
+
+
+def datamodule(name: str):
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"dataset={name}"]).dataset
+    cfg.val_size, cfg.root = 0, str(MNIST) if name == "mnist" else None
+    dm = instantiate(cfg)
+    dm.setup("fit")
+    dm.setup("test")
+    return dm
+
+
+def smallcnn(dm) -> SmallCNN:
+    return SmallCNN(
+        in_channels=dm.tensors("test")[0].shape[1],
+        num_classes=10,
+        image_size=dm.image_size,
+        mean=dm.mean,
+        std=dm.std,
+    )
+
+
+def pgd_at_net(dm, name: str, epochs: int) -> Path:
+    """Train (once; cached) the smallcnn with PGD-10 AT at the dataset's eps."""
+    path = CACHE / f"pgd_at_{name}_{epochs}ep.pt"
+    if path.exists():
+        return path
+    torch.manual_seed(0)
+    net = smallcnn(dm)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    inner = InnerAttack(eps=dm.eps, steps=10)
+    x_all, y_all = dm.tensors("train")
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        order = torch.randperm(len(x_all))
+        for i in range(0, len(order), 128):
+            x, y = x_all[order[i : i + 128]].float(), y_all[order[i : i + 128]]
+            x = x / 255 if x_all.dtype == torch.uint8 else x
+            with eval_mode(net):
+                x = pgd(net, x, y, inner)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        print(
+            f"# PGD-AT epoch {epoch + 1}/{epochs}: {time.perf_counter() - start:.0f} s", flush=True
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(net.state_dict(), tmp)
+    tmp.replace(path)
+    return path
+
+
+def rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reference_run(net, x, y, eps, seed, batch_size):
+    """pyautoattack's standard evaluation; per component the points it broke (wrapped perturb)."""
+    from pyautoattack import AutoAttack as Reference
+
+    aa = Reference(net, norm="Linf", eps=eps, version="standard", seed=seed, device="cpu")
+    aa.logger.disabled = True
+    broke = {name: torch.zeros(len(y), dtype=torch.bool) for name in PARTS}
+    keys = {bytes(row.numpy().tobytes()): i for i, row in enumerate(x.flatten(1))}
+    attacks = {"apgd_ce": aa.apgd, "apgd_t": aa.apgd_targeted, "fab_t": aa.fab, "square": aa.square}
+    for name, attack in attacks.items():
+
+        def perturb(xs, ys, name=name, run=attack.perturb):
+            adv = run(xs, ys)
+            with torch.no_grad():
+                wrong = net(adv).argmax(1) != ys
+            for row, hit in zip(xs.flatten(1), wrong.tolist()):
+                if hit:
+                    broke[name][keys[bytes(row.numpy().tobytes())]] = True
+            return adv
+
+        attack.perturb = perturb
+    x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size)
+    return x_adv, broke
+
+
+def robustlab_run(net, x, y, eps, seed, batch_size):
+    aa = AutoAttack(net, norm="linf", eps=eps, num_classes=10)
+    out, broke = [], {name: [] for name in PARTS}
+    with torch.enable_grad():
+        for i in range(0, len(x), batch_size):
+            out.append(aa(x[i : i + batch_size], y[i : i + batch_size], seed))
+            for name in PARTS:
+                broke[name].append(
+                    aa.last_component_success.get(name, torch.zeros(0, dtype=torch.bool))
+                )
+    return torch.cat(out), {k: torch.cat(v) for k, v in broke.items()}
+
+
+def worker(args) -> None:
+    torch.set_num_threads(args.threads)
+    state = torch.load(args.worker_input, weights_only=True)
+    dm = datamodule(state["dataset"])
+    net = smallcnn(dm)
+    net.load_state_dict(state["net"])
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    x, y = state["x"], state["y"]
+    if args.worker == "robustlab_channels_last":
+        prepare_net(net, channels_last=True)
+    run = reference_run if args.worker == "reference" else robustlab_run
+    before = rss_kb("VmRSS")
+    with count_passes(net) as passes:
+        start = time.perf_counter()
+        x_adv, broke = run(net, x, y, state["eps"], state["seed"], state["batch_size"])
+        seconds = time.perf_counter() - start
+    with torch.no_grad():
+        robust = net(x_adv).argmax(1) == y
+    torch.save(
+        {
+            "seconds": seconds,
+            "peak_mb": (rss_kb("VmHWM") - before) / 1024,
+            "forward_rows": passes.forward_rows,
+            "backward_rows": passes.backward_rows,
+            "robust": robust,
+            "broke": {k: v.bool() for k, v in broke.items()},
+            "linf": (x_adv - x).flatten(1).abs().amax(1).max().item(),
+        },
+        args.worker_output,
+    )
+
+
+def line(name, ours, reference, ratio, target, ok) -> str:
+    return (
+        f"{name:40} {ours:>12} {reference:>12} {ratio:>7} {target:>22} {'PASS' if ok else 'FAIL'}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=["mnist", "digits"], default=None)
+    parser.add_argument("--points", type=int, default=500)
+    parser.add_argument("--eps", type=float, default=None, help="default: the dataset's eps")
+    parser.add_argument("--epochs", type=int, default=2, help="PGD-AT epochs of the net")
+    parser.add_argument("--batch-size", type=int, default=250, help="the reference's default")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="digits, 40 points, 1 epoch")
+    parser.add_argument("--worker", choices=list(RUNS), help=argparse.SUPPRESS)
+    parser.add_argument("--worker-input", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-output", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    if args.quick:
+        args.dataset, args.points, args.epochs = "digits", 40, 1
+    name = args.dataset or ("mnist" if (MNIST / "t10k-images-idx3-ubyte.gz").exists() else "digits")
+    torch.set_num_threads(args.threads)
+    dm = datamodule(name)
+    eps = dm.eps if args.eps is None else args.eps
+    net_path = pgd_at_net(dm, name, args.epochs)
+    x, y = dm.tensors("test")
+    x, y = x[: args.points].float(), y[: args.points]
+    x = x / 255 if x.max() > 1 else x
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state.pt"
+        torch.save(
+            {
+                "dataset": name,
+                "net": torch.load(net_path, weights_only=True),
+                "x": x,
+                "y": y,
+                "eps": eps,
+                "seed": args.seed,
+                "batch_size": args.batch_size,
+            },
+            state,
+        )
+        res = {}
+        for who in RUNS:
+            out = Path(tmp) / f"{who}.pt"
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                who,
+                "--worker-input",
+                str(state),
+                "--worker-output",
+                str(out),
+                "--threads",
+                str(args.threads),
+            ]
+            subprocess.run(cmd, check=True)
+            res[who] = torch.load(out, weights_only=True)
+    ref = res["reference"]
+    print(
+        f"# autoattack standard: {name}, {len(y)} test points, eps {eps}, PGD-AT smallcnn "
+        f"({args.epochs} epochs), batch {args.batch_size}, {args.threads} threads, seed {args.seed}; "
+        f"reference robust accuracy {100 * ref['robust'].float().mean():.2f}%"
+    )
+    print(f"{'name':40} {'robustlab':>12} {'reference':>12} {'ratio':>7} {'target':>22} result")
+    for who, label in (
+        ("robustlab", "autoattack"),
+        ("robustlab_channels_last", "autoattack channels_last"),
+    ):
+        report(label, res[who], ref, len(y))
+    for who in RUNS:
+        r = res[who]
+        print(
+            f"#   {who}: {r['forward_rows'] / len(y):.0f} forward and "
+            f"{r['backward_rows'] / len(y):.0f} backward rows per point; max Linf {r['linf']:.4f}; "
+            + ", ".join(f"{part} broke {r['broke'][part].sum().item()}" for part in PARTS)
+        )
+
+
+def report(label: str, ours: dict, ref: dict, n: int) -> None:
+    """The time, memory and verdict lines of one robustlab run against the reference."""
+    t = ours["seconds"] / ref["seconds"]
+    print(
+        line(
+            f"{label} time (s)",
+            f"{ours['seconds']:.1f}",
+            f"{ref['seconds']:.1f}",
+            f"{t:.2f}",
+            "<= 0.50",
+            t <= TARGETS["time"],
+        )
+    )
+    m = ours["peak_mb"] / max(ref["peak_mb"], 1e-9)
+    print(
+        line(
+            f"{label} peak memory (MB)",
+            f"{ours['peak_mb']:.1f}",
+            f"{ref['peak_mb']:.1f}",
+            f"{m:.2f}",
+            "<= 1.50",
+            m <= TARGETS["memory"],
+        )
+    )
+    same = (ours["robust"] == ref["robust"]).sum().item()
+    gap = 100 * abs(ours["robust"].float().mean() - ref["robust"].float().mean()).item()
+    acc = (
+        f"{100 * ours['robust'].float().mean():.2f}%",
+        f"{100 * ref['robust'].float().mean():.2f}%",
+    )
+    ok = same == n or (n >= 500 and gap <= TARGETS["accuracy_gap"])
+    print(line(f"{label} robust accuracy", *acc, f"{same}/{n}", "same, or gap <= 0.5", ok))
+    for part in PARTS:
+        both = (ours["broke"][part] == ref["broke"][part]).sum().item()
+        if both != n:
+            print(f"#   {label}: {part} differs from the reference on {n - both} points")
+
+
+if __name__ == "__main__":
+    main()
