@@ -66,3 +66,31 @@ def test_only_the_named_noise_is_filtered(capsys):
         )
         warnings.warn("robustlab: something real", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["robustlab: something real"]
+
+
+def test_a_defense_paces_lightning_s_default_progress_bar(monkeypatch):
+    """The default bar (redrawn after every batch) becomes a PacedProgressBar: redrawn when half a
+    second has passed, and at a loop's end; a disabled or custom bar is left alone."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import TQDMProgressBar
+    from torch import nn
+
+    import robustlab.console as console
+    from robustlab.console import PacedProgressBar
+    from robustlab.defenses.erm import ERM
+
+    def bar_of(**kwargs):
+        trainer = pl.Trainer(logger=False, enable_checkpointing=False, **kwargs)
+        defense = ERM(nn.Linear(2, 2), name="e", num_classes=2, optimizer={"lr": 0.1})
+        defense.trainer = trainer
+        return defense.configure_callbacks()
+
+    assert [type(c) for c in bar_of()] == [PacedProgressBar]
+    assert bar_of(enable_progress_bar=False) == []
+    assert bar_of(callbacks=[TQDMProgressBar(refresh_rate=5)]) == []
+
+    clock = iter([0.0, 0.1, 0.6, 0.7, 0.8, 0.9])
+    monkeypatch.setattr(console.time, "monotonic", lambda: next(clock))
+    bar = PacedProgressBar()
+    assert [bar._should_update(n, 6) for n in range(1, 6)] == [True, False, True, False, False]
+    assert bar._should_update(6, 6)  # the end is always drawn

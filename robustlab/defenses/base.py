@@ -21,9 +21,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import TQDMProgressBar
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from robustlab.console import PacedProgressBar
 from robustlab.defenses.inner import InnerAttack, pgd
 from robustlab.defenses.optim import build_optimizer, build_schedule
 
@@ -159,6 +161,14 @@ class DefenseModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.training_flags = [str(f) for f in checkpoint.get("robustlab_training_flags", [])]
+
+    def configure_callbacks(self):
+        """Lightning's default progress bar (redrawn after every batch) becomes a
+        ``PacedProgressBar`` (at most twice a second); another bar the trainer has is kept."""
+        bar = self.trainer.progress_bar_callback
+        if type(bar) is TQDMProgressBar and bar.refresh_rate == 1:
+            return [PacedProgressBar()]
+        return []
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.net.parameters(), self.optimizer_cfg)
