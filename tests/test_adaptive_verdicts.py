@@ -264,4 +264,15 @@ def test_restarts_on_a_randomized_model_are_judged_by_robustlab(trained):
     for model, inner, rounds in ((flaky, 1, 2), (plain_net, 2, 1)):
         aa = AutoAttack(model, norm="linf", eps=0.1, num_classes=10, version="rand", restarts=2)
         assert aa.rounds == rounds
-        assert all(part.n_restarts == inner for part in aa.components.values())
+        assert all(part.attack.n_restarts == inner for part in aa.components.values())
+        standard = AutoAttack(model, norm="linf", eps=0.1, num_classes=10, restarts=2)
+        assert standard.rounds == rounds and standard.deterministic == (model is plain_net)
+        parts = standard.components
+        assert parts["apgd_ce"].restarts == parts["fab_t"].restarts == inner
+    # the standard version on a randomized model: nothing stops on one draw, draws judge it
+    x, y = trained[1][:12], trained[2][:12]
+    aa = AutoAttack(flaky, norm="linf", eps=0.1, num_classes=10, steps=5, queries=20)
+    with torch.enable_grad():
+        x_adv = aa(x, y, seed=0)
+    credited = torch.stack(list(aa.last_component_success.values())).sum(0)
+    assert credited.max() <= 1 and (x_adv - x).abs().max() <= 0.1 + 1e-6
