@@ -7,11 +7,12 @@
 
 robustlab runs as a cell builds it: the project's config composed by Hydra (dataset=mnist with
 dataset.root=../shared/data/mnist when the files are there, else digits; model=smallcnn;
-defense=erm, then defense=pgd_at; attack=[pgd], PGD-20; trainer=cpu, progress bars included;
-cache off), planned (``build_plan``), its datamodule, net, DefenseModule, loggers and evaluator
-built as ``robustlab.run`` builds them, fitted by ``robustlab.training.fit`` (checkpoints, resume
-stamps, monitors) with the cell's evaluation callback, which evaluates the test split when
-training ends (for ERM it is carried but not run). The floor does the same work: the same training images
+defense=erm, then defense=pgd_at; attack=[pgd], PGD-20; trainer=cpu without its progress bar, which
+prints to stdout and, paced (robustlab.console.PacedProgressBar), costs next to nothing; cache
+off), planned (``build_plan``), its datamodule, net, DefenseModule, loggers and evaluator built as
+``robustlab.run`` builds them, fitted by ``robustlab.training.fit`` (checkpoints, resume stamps,
+monitors) with the cell's evaluation callback, which evaluates the test split when training ends
+(for ERM it is carried but not run). The floor does the same work: the same training images
 (robustlab's validation hold-out), net widths, initial weights, batch size, Adam and per-batch
 cosine schedule, inner PGD (steps, eps, step eps/4, random start) and PGD-20 settings, and
 evaluates robustlab's trained weights (the two robust accuracies agree up to the random starts).
@@ -72,6 +73,7 @@ def compose_cell(name: str, defense: str, out: Path, args):
         "inference=[plain]",
         "trainer=cpu",
         f"trainer.max_epochs={args.epochs}",
+        "trainer.enable_progress_bar=false",  # stdout stays readable; paced, it costs ~nothing
         f"torch_threads={args.threads}",
         "cache.enabled=false",
         f"eval.n_examples={args.eval_n}",
