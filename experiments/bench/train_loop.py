@@ -246,7 +246,8 @@ def main() -> None:
     warm_opt = torch.optim.Adam(warm.parameters())
     bare.pgd_at_epoch(warm, data[1][:256], data[2][:256], 128, warm_opt, torch.Generator(), 0.1, 1)
 
-    rows, out = [], Path(tempfile.mkdtemp(prefix="bench_train_loop_"))
+    tmp = tempfile.TemporaryDirectory(prefix="bench_train_loop_")  # the cells' outputs
+    rows, out = [], Path(tmp.name)
     eval_note = "no evaluation (pgd_at not run)"
     for defense in args.defenses:
         cfg = compose_cell(name, defense, out, args)
@@ -277,6 +278,7 @@ def main() -> None:
         key = label if label in TARGETS else "pgd20_eval"
         verdict = "PASS" if ratio <= TARGETS[key] else "FAIL"
         print(f"{label:16} {fw:11.3f} {ref:11.3f} {ratio:6.3f} {TARGETS[key]:6.2f} {verdict}")
+    tmp.cleanup()
 
 
 if __name__ == "__main__":
