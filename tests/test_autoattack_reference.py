@@ -12,7 +12,7 @@ from torchattacks import FAB
 from robustlab.attacks.apgd_rows import apgd_rows
 from robustlab.attacks.autoattack import AutoAttack
 from robustlab.attacks.fab_rows import fab_targeted_rows
-from robustlab.attacks.targeted_rows import target_labels
+from robustlab.attacks.targeted_rows import run_in_waves, target_labels
 
 ref = pytest.importorskip("pyautoattack", reason="the reference AutoAttack (pip extra 'dev')")
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted  # noqa: E402
@@ -135,15 +135,19 @@ def test_fab_rows_are_torchattacks_fab_iterates(problem):
             model, x, y, target, eps=0.12, norm="linf", steps=30, stop_early=stop_early
         )
         assert torch.equal(broken, broken_ref)
-        if not stop_early:
-            assert torch.equal(adv, adv_ref)
+        if not stop_early:  # the same smallest adversarial; outside the ball: the clean point
+            assert torch.equal(adv[broken], adv_ref[broken])
+            assert torch.equal(adv[~broken], x[~broken])
     assert 0 < broken_ref.sum() < len(y)
 
 
 def reference_breaks(model, x, y, eps):
     """Per component of the reference, the points (indices into ``x``) it broke."""
     aa = ref.AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0, device="cpu")
-    aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = 30
+    for apgd in (aa.apgd, aa.apgd_targeted):  # the schedule follows n_iter at construction
+        apgd.n_iter = apgd.n_iter_orig = 30
+        apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr = 6, 1, 1
+    aa.fab.n_iter = 30
     aa.square.n_queries = 300
     aa.logger.disabled = True
     broke = {}
@@ -189,3 +193,26 @@ def test_waves_do_not_change_verdicts(problem, target_rows):
     waves(x, y, seed=1)
     for name, flags in one_wave.last_component_success.items():
         assert torch.equal(flags, waves.last_component_success[name]), name
+
+
+def test_waves_skip_broken_points_only_on_a_deterministic_model():
+    """Without a judge a point's later slots are skipped once it broke and of two rows breaking
+    it in one wave the first slot's is kept; with a judge (a randomized model) every row runs and
+    the candidate judged right least often is kept."""
+    x = torch.zeros(3, 1, 1, 1)
+    calls = []
+
+    def run(point, slot):
+        calls.extend(zip(point.tolist(), slot.tolist()))
+        adv = (10 * point + slot).float().view(-1, 1, 1, 1)
+        return adv, point == 0  # point 0 breaks on every slot, the others never
+
+    adv, broken = run_in_waves(x, 3, 3, run)
+    assert broken.tolist() == [True, False, False] and adv[0].item() == 0
+    assert (0, 1) not in calls and (0, 2) not in calls and len(calls) == 7
+    adv, _ = run_in_waves(x, 3, 4, run)  # (0, 0) and (0, 1) break point 0 in the first wave
+    assert adv[0].item() == 0  # the first slot's
+    calls.clear()
+    adv, broken = run_in_waves(x, 3, 4, run, judge=lambda cand, pts: 5 - cand.flatten() % 10)
+    assert len(calls) == 9 and broken.tolist() == [False, False, False]
+    assert adv.flatten().tolist() == [2, 12, 22]  # the last slot is judged right least often

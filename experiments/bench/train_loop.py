@@ -61,7 +61,7 @@ except ImportError:  # before them: the model config alone
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bare_loop as bare  # noqa: E402
 
-TARGETS = {"erm_epoch": 1.03, "pgd_at_epoch": 1.03, "pgd20_eval": 1.03}
+TARGETS = {"erm_epoch": 1.03, "pgd_at_epoch": 1.03, "pgd20_eval": 1.05}  # issue 17
 
 
 def compose_cell(name: str, defense: str, out: Path, args):

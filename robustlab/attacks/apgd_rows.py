@@ -89,8 +89,9 @@ def apgd_rows(
     noise ``start`` (uniform in [-1, 1] for L-inf, Gaussian for L2, as the reference draws it).
 
     ``group``: the point each row belongs to; with ``stop_early`` all rows of a point stop once
-    one of them is misclassified. Returns (adversarial iterate per row, broken per row); a row
-    stopped because another row of its point broke is returned unbroken at its last iterate.
+    one of them is misclassified. Returns (adversarial example per row, broken per row): a
+    broken row's last misclassified iterate (the reference's choice), else its highest-loss
+    iterate.
     """
     if norm not in NORMS:
         raise ValueError(f"APGD norm={norm!r}; valid: {list(NORMS)}")
@@ -138,8 +139,6 @@ def apgd_rows(
                 if active.sum() <= COMPACT_AT * len(active):
                     s = {name: v[active] for name, v in s.items()}
                     live, active = live[active], active[active]
-        if i == steps:
-            break
         if i > 0:  # the reference records iterate i's loss, then checkpoints
             s["loss_steps"][:, i - 1] = s["loss_now"]
             better = s["loss_now"] > s["loss_best"]
@@ -150,6 +149,8 @@ def apgd_rows(
             if counter == k:
                 checkpoint(s, i - 1, k, rho)
                 k, counter = max(k - decrement, k_min), 0
+        if i == steps:
+            break
         momentum = 0.75 if i > 0 else 1.0
         x_adv, grad, x0 = s["x_adv"], s["grad"], s["x0"]
         direction = grad.sign() if norm == "linf" else unit(grad, norm)

@@ -12,39 +12,39 @@ model the restarts also run here, one part call each, so that they too are judge
 draws; inside one torchattacks call (APGD's start-of-run check and best-point bookkeeping) the
 choice is still per forward.
 
-Speed without changing a verdict (``standard``, deterministic model):
+Cheaper than the reference (``standard``):
 
-- APGD-CE and APGD-T are robustlab's own (:mod:`robustlab.attacks.apgd_rows`), the reference's
-  iteration per row; a point stops at the iterate that breaks it (the reference iterates it to the
-  last step). APGD-T and FAB-T run their 9 (point, target) rows side by side in waves of at most
-  ``target_rows`` rows (default: the call's batch) instead of one target after another
-  (:mod:`robustlab.attacks.targeted_rows`). The seeds are the reference's: the same starts for
-  APGD-CE, and for APGD-T's first target (later targets' starts are drawn for all points, where
-  the reference draws them for the points left).
-- One clean forward orders every point's targets; the reference repeats it per target. A
-  component's own forward judges its APGD iterates; the reference re-runs each part's output.
-- FAB-T (torchattacks' FAB, one targeted run from the clean point: deterministic) and Square are
-  unchanged.
+- APGD-CE, APGD-T (:mod:`robustlab.attacks.apgd_rows`) and FAB-T (:mod:`robustlab.attacks.fab_rows`,
+  with torchattacks' projections) are robustlab's own, the reference's iteration per row (tested
+  iterate for iterate against pyautoattack 0.2.0 and torchattacks' FAB). On a deterministic model
+  a point stops at the iterate that breaks it; the reference iterates it to the last step, which
+  cannot unbreak it.
+- APGD-T and FAB-T run their (point, target) rows side by side in waves of at most
+  ``target_rows`` rows (default: the points of the call) instead of one target after another
+  (:mod:`robustlab.attacks.targeted_rows`); the number of rows per wave never changes a verdict.
+- The starts: APGD-CE's and APGD-T's first target's are the reference's (same seed, same draws);
+  later targets' are drawn for all points where the reference draws them for the points left, so
+  APGD-T can differ from the reference on a few points, as two seeds of the reference do.
+  FAB-T's single run starts at the clean point (deterministic). With ``restarts > 1`` FAB-T's
+  restarts wrap its targets (the reference runs FAB-T once).
+- One clean forward orders every point's targets (the reference repeats it per target); the
+  parts' own forwards judge them (the reference re-runs each part's output). Square is
+  torchattacks'.
 
-On a randomized model nothing stops early and every candidate is judged on several draws.
+On a randomized model nothing stops on one draw: every (point, target) row runs, and of a point's
+rows the candidate the model is right on least often over several draws is kept.
 
-Where torchattacks 3.5.1 departs from the reference (fra31/auto-attack) and what is done here:
+Where torchattacks 3.5.1 (Square; the ``rand`` version's APGD with EOT) departs from the
+reference and what is done here:
 
-- ``torchattacks.AutoAttack`` builds its parts with 10 iterations: not used; the parts are built
-  here with the reference values (overridable for quick presets and recorded in ``params``).
-- APGDT and FAB set ``n_target_classes = n_classes - 1`` (not capped at 9): set to
-  ``min(9, num_classes - 1)`` after construction.
+- ``torchattacks.AutoAttack`` builds its parts with 10 iterations: not used.
 - Square defaults to ``resc_schedule=True``; the reference AutoAttack passes False: passed False.
   Its margin loss on logits matches the reference.
-- FAB and Square reseed the global RNG on every call: the runner calls them inside
-  ``attack_rng`` and sets each part's ``seed`` to the call's derived seed (APGD's starts are drawn
-  the reference's way after seeding with it).
+- Square and APGD reseed the global RNG on every call: the runner calls them inside
+  ``attack_rng`` and sets each part's ``seed`` to the call's derived seed (robustlab's APGD draws
+  its starts the reference's way after seeding with it).
 - ``Attack.__call__`` switches the model to eval and back: the parts' ``forward`` is called
   directly, so the caller's modes are untouched.
-- FAB (and CW) call ``.backward()``, which accumulates into parameter gradients: the runner
-  freezes ``requires_grad`` of the parameters during a call and restores it.
-- torchattacks' APGDT with the L2 norm scales every example's step by the first example's step
-  size; the reference (and robustlab's APGD) uses per-example step sizes.
 - DLR losses index the 3rd (APGD-DLR) and 4th (APGD-T) largest logit: fewer classes raise
   ValueError here instead of an IndexError mid-run.
 """
@@ -83,6 +83,11 @@ def start_noise(shape: torch.Size, norm: str, device: torch.device) -> torch.Ten
     """APGD's random start as the reference draws it from the global generator."""
     t = 2 * torch.rand(shape) - 1 if norm == "linf" else torch.randn(shape)
     return t.to(device)
+
+
+def draws_judge(model: nn.Module, y: torch.Tensor):
+    """(candidates, points) -> on how many of several draws the randomized ``model`` is right."""
+    return lambda candidates, points: correct_counts(model, candidates, y[points])
 
 
 @dataclass
@@ -132,7 +137,8 @@ class APGDPart:
                 **common,
             )
 
-        return run_in_waves(x, targets.shape[1], self.target_rows or len(x), rows)
+        judge = None if stop_early else draws_judge(model, y)
+        return run_in_waves(x, targets.shape[1], self.target_rows or len(x), rows, judge)
 
 
 @dataclass
@@ -170,8 +176,13 @@ class FABTargetedPart:
                     stop_early=stop_early,
                 )
 
-            cand, hit = run_in_waves(x[todo], targets.shape[1], self.target_rows or len(x), rows)
+            judge = None if stop_early else draws_judge(model, y[todo])
+            cand, hit = run_in_waves(
+                x[todo], targets.shape[1], self.target_rows or len(x), rows, judge
+            )
             x_adv[todo[hit]], broken[todo[hit]] = cand[hit], True
+            if judge is not None:  # every point's least-often-right candidate, for the caller
+                x_adv[todo[~hit]] = cand[~hit]
         return x_adv, broken
 
 

@@ -46,7 +46,8 @@ def fab_targeted_rows(
     eta: float = 1.05,
     beta: float = 0.9,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (smallest adversarial found per row, or the clean point; broken per row).
+    """Returns (the smallest adversarial found per row if it is inside the eps-ball, else the
+    clean point; broken per row).
 
     ``start``: noise for a restart (the reference starts a restart at half eps from the clean
     point in that direction); None: the first run, from the clean point."""
@@ -110,7 +111,7 @@ def fab_targeted_rows(
                 if active.sum() <= COMPACT_AT * len(active):
                     s = {k: v[active] for k, v in s.items()}
                     live, active = live[active], active[active]
-    found = active & (s["best"] < 1e10)
-    x_out[live[found]] = s["adv"][found]
+    inside = active & (s["best"] <= eps)  # FAB's smallest adversarial can lie outside the ball
+    x_out[live[inside]] = s["adv"][inside]
     best[live[active]] = s["best"][active]
     return x_out, best <= eps

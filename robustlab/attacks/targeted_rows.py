@@ -2,9 +2,10 @@
 
 A point's k-th target (k = 2 .. n_targets + 1) is the class of its k-th largest clean logit, the
 reference's choice. The reference runs one target after another on the points still robust; here
-the rows are taken target-major in waves of at most ``max_rows``, skipping points already broken:
-with many points left a wave is one target of all of them (the reference's batch, so its memory),
-with few left one wave carries all their targets through the net at once.
+the rows are taken target-major in waves of at most ``max_rows`` (on a deterministic model
+skipping points already broken): with many points left a wave is one target of all of them (the
+reference's batch, so its memory), with few left one wave carries all their targets through the
+net at once.
 """
 
 from __future__ import annotations
@@ -24,21 +25,50 @@ def target_labels(clean_logits: torch.Tensor, n_targets: int) -> torch.Tensor:
 
 
 def run_in_waves(
-    x: torch.Tensor, slots: int, max_rows: int, run: RowRun
+    x: torch.Tensor,
+    slots: int,
+    max_rows: int,
+    run: RowRun,
+    judge: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``slots`` rows per point of ``x`` (slot-major, skipping broken points) in waves of at
-    most ``max_rows``; returns (x_adv, broken) per point."""
+    """Run ``slots`` rows per point of ``x`` (slot-major) in waves of at most ``max_rows``;
+    returns (x_adv, broken) per point.
+
+    Without ``judge`` (a deterministic model) a point's later rows are skipped once one row broke
+    it, and of several rows breaking it in one wave the first slot's is kept. With ``judge``
+    (``(candidates, points) -> how often the model is right on each``, several draws of a
+    randomized model) every row runs and a point keeps the candidate judged right least often,
+    broken when that is never."""
     n = len(x)
     point = torch.arange(n, device=x.device).repeat(slots)
     slot = torch.arange(slots, device=x.device).repeat_interleave(n)
     todo = torch.ones(n * slots, dtype=torch.bool, device=x.device)
     x_adv, broken = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
+    best = torch.full((n,), torch.iinfo(torch.long).max, device=x.device)
     while True:
-        todo &= ~broken[point]
+        if judge is None:
+            todo &= ~broken[point]
         rows = todo.nonzero().flatten()[:max_rows]
         if rows.numel() == 0:
             return x_adv, broken
         todo[rows] = False
         adv_rows, hit = run(point[rows], slot[rows])
-        x_adv[point[rows][hit]] = adv_rows[hit]
-        broken[point[rows][hit]] = True
+        if judge is not None:
+            score = judge(adv_rows, point[rows]).long()
+        else:
+            score = torch.where(hit, 0, 1)
+        keep = first_per_point(point[rows], score * slots + slot[rows])
+        better = score[keep] < best[point[rows][keep]]
+        won = keep[better]
+        x_adv[point[rows][won]] = adv_rows[won]
+        best[point[rows][won]] = score[won]
+        broken = best == 0
+
+
+def first_per_point(points: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """Indices of the rows with the smallest ``key`` of each point, one per point."""
+    by_key = torch.argsort(key, stable=True)
+    order = by_key[torch.argsort(points[by_key], stable=True)]
+    first = torch.ones(len(order), dtype=torch.bool, device=points.device)
+    first[1:] = points[order][1:] != points[order][:-1]
+    return order[first]
