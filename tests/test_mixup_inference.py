@@ -238,3 +238,16 @@ def test_mi_on_a_net_trained_otherwise_is_said_and_flagged(
         ("inference_expects_other_training" in r["sanity_flags"]) == flagged for r in records
     )
     assert (said is None and "mi_ol" not in err) or f"robustlab: {said}: inference=mi_ol" in err
+
+
+def test_chunk_size_null_is_by_device_and_zero_is_refused():
+    """chunk_size only splits the mixes into net calls; null picks the size by device."""
+    from robustlab.inference.mixup_inference import CPU_CHUNK
+
+    mi, calls = _mi("ol", n_ol=40), []
+    mi.net.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
+    with torch.no_grad():
+        mi(_x(3))
+    assert max(calls) == CPU_CHUNK
+    with pytest.raises(ValueError, match="chunk_size=0 must be >= 1"):
+        _mi("ol", chunk_size=0)

@@ -88,7 +88,9 @@ def mi_on_random_images(args, **mi_kwargs):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(p, batch=64, repeats=5)
-    p.add_argument("--chunk-size", type=int, default=2048)
+    p.add_argument(
+        "--chunk-size", type=int, default=None, help="default: the config's (null: by device)"
+    )
     args = p.parse_args()
 
     device, net, mi, x = mi_on_random_images(args, chunk_size=args.chunk_size)

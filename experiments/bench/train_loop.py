@@ -43,6 +43,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from robustlab.console import quiet_third_party
 from robustlab.evaluation.callback import RobustEvaluation
 from robustlab.loggers import build_loggers
 from robustlab.paths import CONF_PACKAGE
@@ -222,6 +223,7 @@ def bare_evaluate(cfg, dm, b_net, data, trained) -> float:
 
 
 def main() -> None:
+    quiet_third_party()  # Lightning's tips and banners, as a cell has them
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=list(bare.DATASETS), default=None)
     parser.add_argument("--epochs", type=int, default=2)

@@ -51,6 +51,11 @@ from torch import nn
 from robustlab.inference.base import Predictor
 from robustlab.inference.pool import any_classes, build_pool, other_classes, same_classes
 
+# rows per net call when chunk_size is null: on a CPU the smallcnn runs slower per row in large
+# batches (its NCHW max-pool leaves the cache); experiments/bench/mi_batched_forward.py, B=64,
+# N=30, 2 threads: 32 rows 0.8x N bare forwards, 64 rows 1.05x, 2048 rows 1.5-1.7x. A GPU wants
+# large batches.
+CPU_CHUNK, GPU_CHUNK = 32, 2048
 MODES = ("pl", "ol", "combined")
 Partners = dict[str, torch.Tensor]  # branch ("pl" | "ol") -> (B, N, C, H, W) partner images
 
@@ -77,7 +82,7 @@ class MixupInference(Predictor):
         pool: str = "heldout",
         pool_size: int | None = None,
         pool_seed: int = 0,
-        chunk_size: int = 2048,
+        chunk_size: int | None = None,
         pool_dataset: Any = None,
         bpda_temperature: float = 0.05,
     ):
@@ -89,7 +94,7 @@ class MixupInference(Predictor):
                 raise ValueError(f"{key}={lam} is outside [0, 1]")
         if bpda_temperature <= 0:
             raise ValueError(f"bpda_temperature={bpda_temperature} must be > 0")
-        for key, n in (("n_pl", n_pl), ("n_ol", n_ol), ("chunk_size", chunk_size)):
+        for key, n in (("n_pl", n_pl), ("n_ol", n_ol), ("chunk_size", 1 if chunk_size is None else chunk_size)):
             if n < 1:
                 raise ValueError(f"{key}={n} must be >= 1")
         if pool == "other" and mode != "ol":
@@ -178,7 +183,8 @@ class MixupInference(Predictor):
         the average over each draw's N mixes, (B, draws, C)."""
         b, n = partners.shape[0], partners.shape[1] // draws
         mixed = (lam * x[:, None] + (1 - lam) * partners).flatten(0, 1)
-        logp = torch.cat([self.net(c).log_softmax(1) for c in mixed.split(self.chunk_size)])
+        size = self.chunk_size or (GPU_CHUNK if mixed.is_cuda else CPU_CHUNK)
+        logp = torch.cat([self.net(c).log_softmax(1) for c in mixed.split(size)])
         return logp.view(b, draws, n, -1).logsumexp(2) - math.log(n)
 
     def _mix_looped(self, x: torch.Tensor, partners: torch.Tensor, lam: float) -> torch.Tensor:
