@@ -31,6 +31,9 @@ NOISE = re.compile(
             r"Loading `train_dataloader` to estimate",
             r"`Trainer\.fit` stopped:",
             r"Restored all states from the checkpoint",
+            # a defense's paced bar (configure_callbacks) replacing the default one
+            r"The following callbacks returned in `LightningModule\.configure_callbacks` will "
+            r"override existing callbacks passed to Trainer: TQDMProgressBar$",
         )
     )
 )

@@ -120,10 +120,11 @@ def test_train_loop_quick_prints_every_figure():
         if fields and fields[0] in ("erm_epoch", "pgd_at_epoch", "pgd20_eval"):
             rows[fields[0]] = fields
     assert set(rows) == {"erm_epoch", "pgd_at_epoch", "pgd20_eval"}, done.stdout[-2000:]
-    for _, robustlab_s, reference_s, ratio, target, verdict in rows.values():
+    targets = {"erm_epoch": 1.03, "pgd_at_epoch": 1.03, "pgd20_eval": 1.05}  # issue 17
+    for name, robustlab_s, reference_s, ratio, target, verdict in rows.values():
         assert float(robustlab_s) > 0 and float(reference_s) > 0
         # the seconds are printed to 3 decimals: the ratio of the printed values is near ratio
         slack = 6e-4 * (1 + float(ratio)) / float(reference_s) + 6e-4
         assert float(ratio) == pytest.approx(float(robustlab_s) / float(reference_s), abs=slack)
-        assert float(target) == 1.03 and verdict in ("PASS", "FAIL")
+        assert float(target) == targets[name] and verdict in ("PASS", "FAIL")
     assert "robust acc robustlab" in done.stdout

@@ -11,7 +11,16 @@ import warnings
 
 from robustlab.console import quiet_third_party
 
-NOISE = ("💡", "litlogger", "GPU available", "TPU available", "LeafSpec", "srun", "Trainer.fit")
+NOISE = (
+    "💡",
+    "litlogger",
+    "GPU available",
+    "TPU available",
+    "LeafSpec",
+    "srun",
+    "Trainer.fit",
+    "configure_callbacks",
+)
 
 
 def test_a_cell_prints_what_it_does_and_no_third_party_noise(tmp_path):

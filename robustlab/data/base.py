@@ -118,7 +118,8 @@ class TensorBatches(BatchSampler):
             return
         if self.drop_last:
             order = order[: len(order) - len(order) % self.batch_size]
-        yield from order.split(self.batch_size)
+        # on the images' device once per epoch: a per-batch host-to-GPU copy would sync each step
+        yield from order.to(getattr(self, "device", None) or order.device).split(self.batch_size)
 
 
 class ImageBatchDataset(Dataset):
@@ -364,9 +365,11 @@ class ImageDataModule(pl.LightningDataModule):
         sampler = (
             EpochShuffle(dataset, self.shuffle_seed) if shuffle else SequentialSampler(dataset)
         )
+        batches = TensorBatches(sampler, batch_size, drop_last=False)
+        batches.device = dataset.x.device  # Lightning's DDP rebuild drops it: indices stay on CPU
         return DataLoader(
             dataset,
-            batch_sampler=TensorBatches(sampler, batch_size, drop_last=False),
+            batch_sampler=batches,
             # the loader's base seed (worker seeds) comes from its own generator, not the global one
             generator=torch.Generator().manual_seed(self.shuffle_seed),
             num_workers=self.num_workers,
