@@ -94,7 +94,11 @@ class MixupInference(Predictor):
                 raise ValueError(f"{key}={lam} is outside [0, 1]")
         if bpda_temperature <= 0:
             raise ValueError(f"bpda_temperature={bpda_temperature} must be > 0")
-        for key, n in (("n_pl", n_pl), ("n_ol", n_ol), ("chunk_size", 1 if chunk_size is None else chunk_size)):
+        for key, n in (
+            ("n_pl", n_pl),
+            ("n_ol", n_ol),
+            ("chunk_size", 1 if chunk_size is None else chunk_size),
+        ):
             if n < 1:
                 raise ValueError(f"{key}={n} must be >= 1")
         if pool == "other" and mode != "ol":
