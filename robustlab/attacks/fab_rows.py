@@ -20,14 +20,9 @@ import torch
 from torch import nn
 from torchattacks.attacks.fab import projection_l2, projection_linf
 
-from robustlab.attacks.apgd_rows import COMPACT_AT
+from robustlab.attacks.apgd_rows import COMPACT_AT, rows_norm
 
 PROJECTIONS = {"linf": projection_linf, "l2": projection_l2}
-
-
-def rows_size(v: torch.Tensor, norm: str) -> torch.Tensor:
-    flat = v.flatten(1)
-    return flat.abs().amax(1) if norm == "linf" else flat.square().sum(1).sqrt()
 
 
 def fab_targeted_rows(
@@ -60,7 +55,7 @@ def fab_targeted_rows(
     x1 = (
         x.clone()
         if start is None
-        else (x + 0.5 * eps * start / rows_size(start, norm).view(-1, *dims)).clamp(0.0, 1.0)
+        else (x + 0.5 * eps * start / rows_norm(start, norm)).clamp(0.0, 1.0)
     )
     s = {"x": x, "y": y, "t": target, "x1": x1, "adv": x.clone(), "best": best.clone()}
 
@@ -86,14 +81,14 @@ def fab_targeted_rows(
             torch.cat((x1.flatten(1), x0.flatten(1))), torch.cat((w, w)), torch.cat((b, b))
         )
         d1, d2 = d3[:m].view_as(x1), d3[m:].view_as(x1)
-        a0 = rows_size(d3, norm).clamp_min(1e-8).view(-1, *dims)
+        a0 = rows_norm(d3, norm).clamp_min(1e-8).view(-1, *dims)
         a1, a2 = a0[:m], a0[m:]
         alpha = (a1 / (a1 + a2)).clamp(0.0, alpha_max)
         x1 = ((x1 + eta * d1) * (1 - alpha) + (x0 + d2 * eta) * alpha).clamp(0.0, 1.0)
         with torch.no_grad():
             adv_now = model(x1).argmax(1) != s["y"]
         if adv_now.any():
-            size = rows_size(x1 - x0, norm)
+            size = rows_norm(x1 - x0, norm).flatten()
             smaller = adv_now & (size < s["best"])
             s["adv"][smaller] = x1[smaller]
             s["best"][smaller] = size[smaller]
