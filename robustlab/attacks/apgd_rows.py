@@ -136,9 +136,7 @@ def apgd_rows(
                 active &= ~stop
                 if not active.any():
                     break
-                if active.sum() <= COMPACT_AT * len(active):
-                    s = {name: v[active] for name, v in s.items()}
-                    live, active = live[active], active[active]
+                s, live, active = compacted(s, live, active)
         if i > 0:  # the reference records iterate i's loss, then checkpoints
             s["loss_steps"][:, i - 1] = s["loss_now"]
             better = s["loss_now"] > s["loss_best"]
@@ -165,6 +163,16 @@ def apgd_rows(
         left = active & ~broken[live]
         x_out[live[left]] = s["x_best"][left]
     return x_out, broken
+
+
+def compacted(
+    s: dict[str, torch.Tensor], live: torch.Tensor, active: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The per-row state, its caller rows and active mask without the stopped rows, once at most
+    ``COMPACT_AT`` of the rows are active; else as they are."""
+    if active.sum() > COMPACT_AT * len(active):
+        return s, live, active
+    return {name: v[active] for name, v in s.items()}, live[active], active[active]
 
 
 def checkpoint(s: dict[str, torch.Tensor], j: int, k: int, rho: float) -> None:

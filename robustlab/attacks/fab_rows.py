@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torchattacks.attacks.fab import projection_l2, projection_linf
 
-from robustlab.attacks.apgd_rows import COMPACT_AT, rows_norm
+from robustlab.attacks.apgd_rows import compacted, rows_norm
 
 PROJECTIONS = {"linf": projection_linf, "l2": projection_l2}
 
@@ -103,9 +103,7 @@ def fab_targeted_rows(
                 active &= ~stop
                 if not active.any():
                     break
-                if active.sum() <= COMPACT_AT * len(active):
-                    s = {k: v[active] for k, v in s.items()}
-                    live, active = live[active], active[active]
+                s, live, active = compacted(s, live, active)
     inside = active & (s["best"] <= eps)  # FAB's smallest adversarial can lie outside the ball
     x_out[live[inside]] = s["adv"][inside]
     best[live[active]] = s["best"][active]
