@@ -178,6 +178,8 @@ def build_evaluator(plan: CellPlan, datamodule, loggers) -> Evaluator:
         natural_shifts=list(ev.natural_shifts) if ev.natural_shifts else None,
         loggers=loggers,
         attack_precision=ev.attack_precision,
+        channels_last=ev.channels_last,
+        grad_check_points=ev.grad_check_points,
     )
 
 

@@ -66,6 +66,8 @@ CASES = [
     (["eval.batch_size=0"], "eval.batch_size=0"),
     (["eval.natural_shifts=[9]"], "eval.natural_shifts=[9] holds 9"),
     (["eval.val_subset=0"], "eval.val_subset=0"),
+    (["eval.grad_check_points=0"], "eval.grad_check_points=0"),
+    (["eval.grad_check_points=all"], "eval.grad_check_points='all'"),
     (["attack=[]"], "attack=[] selects no attack"),
     (["inference=[]"], "inference=[] selects no wrapper"),
     (["threat.eps=[]"], "threat.eps=[] is empty"),

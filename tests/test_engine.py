@@ -229,3 +229,26 @@ def test_evaluator_flags_a_constant_net_and_not_a_trained_one(trained, tmp_path)
     assert not any(
         "clean_at_chance" in r["sanity_flags"] for r in evaluator.evaluate(net, x, y, write=False)
     )
+
+
+def test_the_gradient_check_runs_on_the_first_grad_check_points_points(trained, tmp_path):
+    """eval.grad_check_points: the check's masks cover the first N points of the shard (across
+    batch boundaries), agree with the full check there, and the share is taken over them; the
+    attack's verdicts do not change. A net whose input gradient vanishes on every point (a
+    ReLU cut at zero) is still flagged from the sample."""
+    net, x, y = trained
+    full, full_records = evaluate(net, x, y, [pgd_spec()], batch_size=64)
+    part, part_records = evaluate(
+        net, x, y, [pgd_spec()], batch_size=64, grad_check_points=70, state_dir=tmp_path
+    )
+    assert len(full.zero_grad["adaptive"]) == len(x)
+    assert torch.equal(part.zero_grad["adaptive"], full.zero_grad["adaptive"][:70])
+    assert [r["robust_acc"] for r in part_records] == [r["robust_acc"] for r in full_records]
+    assert {r["zero_grad_points"] for r in part_records if r["kind"] == "attack"} == {70}
+    # the partial batch is its own unit: a rerun with every point checked does not reuse it
+    again, _ = evaluate(net, x, y, [pgd_spec()], batch_size=64, state_dir=tmp_path)
+    assert torch.equal(again.zero_grad["adaptive"], full.zero_grad["adaptive"])
+    dead = nn.Sequential(net, nn.ReLU(), nn.Hardtanh(-1.0, -0.5))  # constant output: no gradient
+    _, records = evaluate(dead, x, y, [pgd_spec()], grad_check_points=10)
+    (attack,) = [r for r in records if r["kind"] == "attack"]
+    assert attack["zero_grad_share"] == 1.0 and "vanishing_gradients" in attack["sanity_flags"]

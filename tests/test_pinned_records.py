@@ -6,7 +6,10 @@ MI-OL records were regenerated once when randomized predictors began to be score
 not change). All of them were regenerated once more for resumable cells: an epoch's training order
 is drawn from (seed, epoch) alone, so the trained weights differ; and a randomized predictor's
 scoring draws are seeded per evaluation unit. Evaluated on the same weights (mode=eval), the old
-and new code give identical plain records; MI-OL's differ only in their scoring draws."""
+and new code give identical plain records; MI-OL's differ only in their scoring draws. The records
+then gained two fields, memory_format (an evaluation on a CPU runs channels_last by default) and
+zero_grad_points (the gradient check's sample): with precision.channels_last=false and
+eval.grad_check_points=null, and with the defaults, every other field stayed as it was."""
 
 from __future__ import annotations
 

@@ -23,7 +23,12 @@ from robustlab.evaluation.engine import evaluate_shard
 from robustlab.evaluation.summary import build_records
 from robustlab.inference.plain import Plain
 from robustlab.plan.checks import attack_specs
-from robustlab.precision import attack_autocast, prepare_net
+from robustlab.precision import (
+    attack_autocast,
+    evaluates_channels_last,
+    evaluation_layout,
+    prepare_net,
+)
 from robustlab.results.record import WORST_CASE
 from robustlab.run import run
 
@@ -204,6 +209,80 @@ def test_options_reach_the_cell_hash_and_the_net_ones_the_training_key(compose_c
         del bare["precision"]
     assert config_hash(bare) == config_hash(base)
     assert training_key(bare) == training_key(base)
+    # channels_last false or auto (the default): the same training and, as between devices, the
+    # same cell: neither hash moves
+    for setting in ("false", "auto"):
+        other = compose_cfg(f"precision.channels_last={setting}")
+        assert config_hash(other) == config_hash(base)
+        assert training_key(other) == training_key(base)
+
+
+def test_evaluation_layout_runs_channels_last_inside_and_restores_the_net():
+    """auto: channels_last on a CPU only; inside the block the conv weights and inputs are
+    channels_last with the same logits (up to float order), after it the net is as it was."""
+    assert evaluates_channels_last("auto", "cpu") and evaluates_channels_last(True, "cuda")
+    assert not evaluates_channels_last("auto", "cuda") and not evaluates_channels_last(False, "cpu")
+    with pytest.raises(ValueError, match="channels_last='yes' is not one of"):
+        evaluates_channels_last("yes", "cpu")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.LazyLinear(3)
+    )
+    x = torch.rand(5, 1, 8, 8)
+    before = net(x)
+    seen = []
+    net[1].register_forward_pre_hook(lambda _m, a: seen.append(a[0].is_contiguous()))
+    with evaluation_layout(net, False) as memory_format:
+        assert memory_format == "contiguous" and torch.equal(net(x), before)
+    with evaluation_layout(net, True) as memory_format:
+        assert memory_format == "channels_last"
+        assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(net(x), before, atol=1e-6)
+    assert seen == [True, False]  # the max-pool saw a channels_last map inside the block
+    assert net[0].weight.is_contiguous() and len(net._forward_pre_hooks) == 0
+    assert torch.equal(net(x), before)
+    prepared = prepare_net(net, channels_last=True)
+    with evaluation_layout(prepared, False) as memory_format:  # a channels_last-trained net
+        assert memory_format == "channels_last"
+    assert prepared[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("setting, expected", [("auto", "channels_last"), ("false", "contiguous")])
+def test_a_cell_evaluates_on_cpu_in_the_memory_format_its_records_say(
+    compose_cfg, tmp_path, monkeypatch, setting, expected
+):
+    """Through the real pipeline: the evaluation crafts on the net in the chosen format and the
+    records say which."""
+    import robustlab.evaluation.evaluator as evaluator
+
+    formats = []
+
+    def spy(predictor, *args, **kwargs):
+        convs = [m for m in predictor.net.modules() if isinstance(m, torch.nn.Conv2d)]
+        conv = convs[-1].weight  # 64 input channels (the first conv's one channel fits both)
+        formats.append(not conv.is_contiguous())
+        return evaluate_shard(predictor, *args, **kwargs)
+
+    monkeypatch.setattr(evaluator, "evaluate_shard", spy)
+    cfg = compose_cfg(
+        f"cache.dir={tmp_path / 'cache'}",
+        f"precision.channels_last={setting}",
+        "trainer.max_epochs=1",
+        "dataset.train_limit=200",
+        "attack=[pgd]",
+        "attack.pgd.steps=3",
+        "eval.n_examples=40",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        "torch_threads=1",
+    )
+    threads = torch.get_num_threads()
+    try:
+        records = run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert formats == [expected == "channels_last"]
+    assert {r["memory_format"] for r in records} == {expected}
 
 
 def test_a_bf16_cell_trains_in_bf16_and_records_bf16_attacks(compose_cfg, tmp_path, monkeypatch):
@@ -254,7 +333,7 @@ def test_a_bf16_cell_trains_in_bf16_and_records_bf16_attacks(compose_cfg, tmp_pa
         ),
         (
             ["precision.channels_last=maybe"],
-            "precision.channels_last='maybe' must be true or false",
+            "precision.channels_last='maybe' is not one of [true, false, auto]",
         ),
         (["precision.compile=1"], "precision.compile=1 must be true or false"),
         (

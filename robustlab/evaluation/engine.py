@@ -159,6 +159,7 @@ def evaluate_shard(
     keep_transfer: bool = True,
     state_dir: Path | None = None,
     attack_precision: str = "fp32",
+    grad_check_points: int | None = None,
 ) -> ShardResult:
     """Run every attack of ``specs`` on (x, y) under each threat model; flags per example.
 
@@ -177,6 +178,10 @@ def evaluate_shard(
 
     ``attack_precision="bf16"`` crafts every attack under bf16 autocast (``robustlab.precision``);
     clean scoring, the gradient check and the verdicts on the adversarial examples stay fp32.
+
+    ``grad_check_points``: the gradient check (a diagnostic share, ``zero_grad_share`` in the
+    records) runs on the first that many points of the shard (None: on every point); its masks
+    hold those points only.
     """
     if attack_precision not in ATTACK_PRECISIONS:
         raise ValueError(
@@ -205,7 +210,8 @@ def evaluate_shard(
         *(() if attack_precision == "fp32" else (attack_precision,)),
     )
     units = UnitStore(None if state_dir is None else state_dir / scope, seed)
-    total = len(batches) * (1 + len(grad_checked) + len(jobs))
+    checked = _checked_rows(batches, len(x) if grad_check_points is None else grad_check_points)
+    total = len(batches) * (1 + len(jobs)) + len(checked) * len(grad_checked)
     done = units.stored()
     if done and progress:
         print(f"robustlab: evaluation of {predictor.name} resumes: {done} of {total} units done")
@@ -229,10 +235,10 @@ def evaluate_shard(
                     _unit(
                         units,
                         bar,
-                        ("zero_grad", tm, b),
+                        ("zero_grad", tm, b, *(() if s == batches[b] else (s.stop - s.start,))),
                         partial(_zero_grad_unit, predictor, tm, eot_draws, specs[0], x[s], y[s]),
                     )["mask"]
-                    for b, s in enumerate(batches)
+                    for b, s in checked
                 ]
             )
             for tm in grad_checked
@@ -296,6 +302,13 @@ def evaluate_shard(
             )
     bar.close()
     return ShardResult(indices.cpu(), clean_correct, outcomes, zero_grad)
+
+
+def _checked_rows(batches: list[slice], points: int) -> list[tuple[int, slice]]:
+    """(batch index, rows) of the gradient check: the first ``points`` rows of the shard."""
+    return [
+        (b, slice(s.start, min(s.stop, points))) for b, s in enumerate(batches) if s.start < points
+    ]
 
 
 def _unit(units: UnitStore, bar, name: tuple, compute) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from robustlab.evaluation.summary import build_records, merge_shards
 from robustlab.evaluation.units import STATE_DIR, fingerprint
 from robustlab.inference.build import build_predictor
 from robustlab.modes import eval_mode
+from robustlab.precision import evaluates_channels_last, evaluation_layout
 from robustlab.results.outcomes import OUTCOMES_FILE, Outcomes, append_outcomes, split
 from robustlab.results.record import now_iso
 from robustlab.results.side_by_side import side_by_side_table
@@ -99,6 +100,8 @@ class Evaluator:
     loggers: list = field(default_factory=list)
     resumable: bool = True  # keep finished units under output_dir/eval_state (units.py)
     attack_precision: str = "fp32"  # precision.attack: bf16 crafts under autocast (precision.py)
+    channels_last: bool | str = "auto"  # precision.channels_last: auto is channels_last on a CPU
+    grad_check_points: int | None = None  # eval.grad_check_points: the gradient check's points
 
     def evaluate(
         self,
@@ -122,57 +125,63 @@ class Evaluator:
         points = test_points(x, y)
         majority = int(torch.bincount(y.long().cpu()).max()) / len(y)
         records = []
-        for inference_cfg in self.inferences:
-            predictor = build_predictor(inference_cfg, net, self.datamodule, defense).to(device)
-            started = now_iso()
-            shard = evaluate_shard(
-                predictor,
-                x[indices].to(device),
-                y[indices].to(device),
-                indices,
-                self.specs,
-                num_classes=self.num_classes,
-                seed=self.seed + rank,
-                threat_models=self.threat_models,
-                eot_draws=self.eot_draws,
-                score_draws=self.score_draws,
-                keep_transfer=self.transfer_floor,
-                batch_size=self.batch_size,
-                progress=self.progress and rank == 0,
-                heavy_on_randomized=self.heavy_on_randomized,
-                attack_precision=self.attack_precision,
-                state_dir=self._state_dir(
-                    inference_cfg, {**self.meta, **(meta or {})}, rank, world_size
-                ),
-            )
-            cell_meta = {
-                **self.meta,
-                **(meta or {}),
-                "inference": predictor.name,
-                "test_points": points,
-            }
-            mismatch = training_mismatch(predictor, cell_meta["defense"], rank == 0)
-            ours = build_records(
-                merge_shards(gather_shards(shard)),
-                {**cell_meta, "started": started},
-                randomized=predictor.randomized,
-                needs_adaptive=predictor.needs_adaptive_tools(),
-                majority_class_acc=majority,
-            )
-            if self.natural_shifts and rank == 0:
-                ours += self._shift_records(predictor, net, x.to(device), y.to(device), cell_meta)
-            flags = [*getattr(defense, "training_flags", ()), *training_flags, *mismatch]
-            for r in ours:
-                for flag in flags:
-                    if flag not in r["sanity_flags"]:
-                        r["sanity_flags"].append(flag)
-            pass_rate = getattr(predictor, "benign_pass_rate", None)
-            if pass_rate is not None:
-                with torch.no_grad():
-                    rate = pass_rate(x.to(device))
+        layout = evaluation_layout(net, evaluates_channels_last(self.channels_last, device))
+        with layout as memory_format:
+            for inference_cfg in self.inferences:
+                predictor = build_predictor(inference_cfg, net, self.datamodule, defense).to(device)
+                started = now_iso()
+                shard = evaluate_shard(
+                    predictor,
+                    x[indices].to(device),
+                    y[indices].to(device),
+                    indices,
+                    self.specs,
+                    num_classes=self.num_classes,
+                    seed=self.seed + rank,
+                    threat_models=self.threat_models,
+                    eot_draws=self.eot_draws,
+                    score_draws=self.score_draws,
+                    keep_transfer=self.transfer_floor,
+                    batch_size=self.batch_size,
+                    progress=self.progress and rank == 0,
+                    heavy_on_randomized=self.heavy_on_randomized,
+                    attack_precision=self.attack_precision,
+                    grad_check_points=self.grad_check_points,
+                    state_dir=self._state_dir(
+                        inference_cfg, {**self.meta, **(meta or {})}, rank, world_size
+                    ),
+                )
+                cell_meta = {
+                    **self.meta,
+                    **(meta or {}),
+                    "inference": predictor.name,
+                    "test_points": points,
+                }
+                mismatch = training_mismatch(predictor, cell_meta["defense"], rank == 0)
+                ours = build_records(
+                    merge_shards(gather_shards(shard)),
+                    {**cell_meta, "started": started},
+                    randomized=predictor.randomized,
+                    needs_adaptive=predictor.needs_adaptive_tools(),
+                    majority_class_acc=majority,
+                )
+                if self.natural_shifts and rank == 0:
+                    ours += self._shift_records(
+                        predictor, net, x.to(device), y.to(device), cell_meta
+                    )
+                flags = [*getattr(defense, "training_flags", ()), *training_flags, *mismatch]
                 for r in ours:
-                    r["benign_pass_rate"] = rate
-            records += ours
+                    r["memory_format"] = memory_format
+                    for flag in flags:
+                        if flag not in r["sanity_flags"]:
+                            r["sanity_flags"].append(flag)
+                pass_rate = getattr(predictor, "benign_pass_rate", None)
+                if pass_rate is not None:
+                    with torch.no_grad():
+                        rate = pass_rate(x.to(device))
+                    for r in ours:
+                        r["benign_pass_rate"] = rate
+                records += ours
         outcomes = split(records)
         if write and rank == 0:
             self.publish(records, outcomes)

@@ -65,7 +65,9 @@ def build_plan(cfg: DictConfig) -> CellPlan:
         natural_shifts=checks.natural_shifts(ev.get("natural_shifts")),
         every_n_val_epochs=ev.every_n_val_epochs,
         val_subset=ev.val_subset,
+        grad_check_points=ev.get("grad_check_points"),
         attack_precision=settings(cfg)["attack"],
+        channels_last=settings(cfg)["channels_last"],
     )
     return CellPlan(
         mode=cfg.mode,

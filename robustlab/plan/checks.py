@@ -100,6 +100,7 @@ def check_eval(cfg: DictConfig) -> None:
     check_int("eval.score_draws", ev.score_draws)
     check_int("eval.every_n_val_epochs", ev.every_n_val_epochs, low=0)
     check_int("eval.val_subset", ev.val_subset)
+    check_int("eval.grad_check_points", ev.get("grad_check_points"), allow_none=True)
     for key in ("heavy_attacks_on_randomized", "transfer_floor"):
         if not isinstance(ev[key], bool):
             raise ConfigError(f"eval.{key}={ev[key]!r} must be true or false")
@@ -124,9 +125,13 @@ def check_precision(cfg: DictConfig) -> None:
     attack = node.get("attack", DEFAULTS["attack"])
     if attack not in ATTACK_PRECISIONS:
         raise ConfigError(f"precision.attack={attack!r} is not one of {list(ATTACK_PRECISIONS)}")
-    for key in ("channels_last", "compile"):
-        if not isinstance(node.get(key, False), bool):
-            raise ConfigError(f"precision.{key}={node[key]!r} must be true or false")
+    channels_last = node.get("channels_last", DEFAULTS["channels_last"])
+    if not (isinstance(channels_last, bool) or channels_last == "auto"):
+        raise ConfigError(
+            f"precision.channels_last={channels_last!r} is not one of [true, false, auto]"
+        )
+    if not isinstance(node.get("compile", False), bool):
+        raise ConfigError(f"precision.compile={node['compile']!r} must be true or false")
     trained = cfg.trainer.get("precision", "32-true")
     if trained not in TRAINER_PRECISIONS:
         raise ConfigError(f"trainer.precision={trained!r} is not one of {list(TRAINER_PRECISIONS)}")

@@ -45,7 +45,9 @@ class EvaluationJob:
     natural_shifts: tuple[int, ...] | None
     every_n_val_epochs: int
     val_subset: int
+    grad_check_points: int | None = None  # the gradient check on the first N points (None: all)
     attack_precision: str = "fp32"  # precision.attack: fp32 | bf16 (autocast while crafting)
+    channels_last: bool | str = "auto"  # precision.channels_last: the evaluation's memory format
 
 
 @dataclass(frozen=True, eq=False)

@@ -82,6 +82,7 @@ class Record:
     test_points: str = ""  # fingerprint of the evaluated inputs and labels (pairing needs equal)
     baseline_of: str = ""  # an eval.compare_with baseline: the defense of the cell it was beside
     attack_precision: str = "fp32"  # bf16: crafted under bf16 autocast (precision.attack=bf16)
+    memory_format: str = "contiguous"  # the net's, in the evaluation (precision.channels_last)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
