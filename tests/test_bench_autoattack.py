@@ -16,7 +16,7 @@ def test_quick_run_prints_every_figure(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = done.stdout.splitlines()
-    for label in ("autoattack", "autoattack channels_last"):
+    for label in ("autoattack", "autoattack channels_last=false"):
         for figure in ("time (s)", "peak memory (MB)", "robust accuracy"):
             (row,) = [r for r in rows if r.startswith(f"{label} {figure} ")]
             assert row.split()[-1] in ("PASS", "FAIL"), row

@@ -181,14 +181,18 @@ def pgd_at_epoch(
         pass
 
 
-def pgd_eval(net, x, y, eps, steps=20, step_size=None, batch_size=500) -> float:
+def pgd_eval(net, x, y, eps, steps=20, step_size=None, batch_size=500, channels_last=False):
     """Robust accuracy under PGD-``steps`` (mean CE, step 2.5 * eps / steps unless given): the
-    fraction of examples classified right both clean and on their adversarial example."""
+    fraction of examples classified right both clean and on their adversarial example.
+    ``channels_last``: the net and the inputs in channels_last memory format meanwhile."""
     step_size = 2.5 * eps / steps if step_size is None else step_size
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
     robust = torch.zeros((), dtype=torch.long, device=x.device)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     try:
         for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
             with torch.no_grad():
@@ -199,6 +203,7 @@ def pgd_eval(net, x, y, eps, steps=20, step_size=None, batch_size=500) -> float:
     finally:
         for p in net.parameters():
             p.requires_grad_(True)
+        net.to(memory_format=torch.contiguous_format)
     return robust.item() / len(y)
 
 

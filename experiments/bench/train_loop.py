@@ -48,16 +48,9 @@ from robustlab.evaluation.callback import RobustEvaluation
 from robustlab.loggers import build_loggers
 from robustlab.paths import CONF_PACKAGE
 from robustlab.plan import build_plan
+from robustlab.precision import build_net, evaluates_channels_last, settings
 from robustlab.run import build_evaluator
 from robustlab.training import build_defense, fit
-
-try:  # the cell's net builder where the precision options exist
-    from robustlab.precision import build_net
-except ImportError:  # before them: the model config alone
-
-    def build_net(cfg):
-        return instantiate(cfg.model)
-
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bare_loop as bare  # noqa: E402
@@ -150,21 +143,29 @@ def bare_setup(cfg, data, n_val: int):
 
 class TimedEvaluation(RobustEvaluation):
     """The cell's evaluation callback (the test split's evaluation when training ends), timed
-    between two runs of ``bare_eval(trained net) -> robust accuracy``, whose mean time is the
-    floor's (a load change during the three hits both sides alike). Without ``bare_eval`` (the ERM
-    fit) it is carried but not run: only its hooks' cost matters there."""
+    between runs of ``bare_eval(trained net, channels_last) -> robust accuracy``: the floor as
+    written by hand (the contiguous format) and the floor in the memory format the cell's
+    evaluation chooses (``same_layout``), each once before and once after robustlab's, their
+    means the floor's times (a load change during the five hits both sides alike). Without
+    ``bare_eval`` (the ERM fit) it is carried but not run: only its hooks' cost matters there."""
 
-    def __init__(self, *args, bare_eval=None):
+    def __init__(self, *args, bare_eval=None, same_layout=False):
         super().__init__(*args)
-        self.bare_eval, self.seconds, self.bare_seconds, self.bare_acc = bare_eval, 0.0, 0.0, None
+        self.bare_eval, self.same_layout = bare_eval, same_layout
+        self.seconds, self.bare_seconds, self.same_layout_seconds = 0.0, 0.0, 0.0
+        self.bare_acc = None
 
     def on_train_end(self, trainer, pl_module):
         if self.bare_eval is None:
             return
-        before, _ = timed(self.bare_eval, pl_module.net)
+        net = pl_module.net
+        plain_before, _ = timed(self.bare_eval, net, False)
+        same_before, _ = timed(self.bare_eval, net, self.same_layout)
         self.seconds, _ = timed(super().on_train_end, trainer, pl_module)
-        after, self.bare_acc = timed(self.bare_eval, pl_module.net)
-        self.bare_seconds = (before + after) / 2
+        same_after, _ = timed(self.bare_eval, net, self.same_layout)
+        plain_after, self.bare_acc = timed(self.bare_eval, net, False)
+        self.bare_seconds = (plain_before + plain_after) / 2
+        self.same_layout_seconds = (same_before + same_after) / 2
 
 
 def timed(fn, *args):
@@ -191,6 +192,7 @@ def run_defense(cfg, data, inner):
         int(cfg.eval.every_n_val_epochs),
         int(cfg.eval.val_subset),
         bare_eval=None if inner is None else partial(bare_evaluate, cfg, dm, b_net, data),
+        same_layout=evaluates_channels_last(settings(cfg)["channels_last"], "cpu"),
     )
     if not torch.equal(x, dm.tensors("train")[0]) or not torch.equal(y, dm.tensors("train")[1]):
         raise SystemExit("bench: the bare reader's training images differ from robustlab's")
@@ -207,9 +209,9 @@ def run_defense(cfg, data, inner):
     return timer.robustlab, timer.bare, evaluation, len(y)
 
 
-def bare_evaluate(cfg, dm, b_net, data, trained) -> float:
+def bare_evaluate(cfg, dm, b_net, data, trained, channels_last: bool) -> float:
     """The floor's PGD-20 on the cell's first eval.n_examples test images with the ``trained``
-    net's weights; its robust accuracy."""
+    net's weights (in channels_last memory format if asked); its robust accuracy."""
     n, pgd = int(cfg.eval.n_examples), cfg.attack.pgd
     x, y = data[3][:n], data[4][:n]
     x_cell, y_cell = dm.tensors("test")
@@ -219,7 +221,7 @@ def bare_evaluate(cfg, dm, b_net, data, trained) -> float:
         for mine, theirs in zip(b_net.parameters(), trained.parameters(), strict=True):
             mine.copy_(theirs)
     eps, steps, batch = float(cfg.threat.eps), int(pgd.steps), int(cfg.eval.batch_size)
-    return bare.pgd_eval(b_net, x, y, eps, steps, batch_size=batch)
+    return bare.pgd_eval(b_net, x, y, eps, steps, batch_size=batch, channels_last=channels_last)
 
 
 def main() -> None:
@@ -262,6 +264,10 @@ def main() -> None:
         if inner is not None:
             steps = int(cfg.attack.pgd.steps)
             rows.append((f"pgd{steps}_eval", evaluation.seconds, evaluation.bare_seconds))
+            if evaluation.same_layout:  # the floor in the cell's memory format: the overhead
+                rows.append(
+                    (f"pgd{steps}_eval_cl", evaluation.seconds, evaluation.same_layout_seconds)
+                )
             r_acc = next(r for r in evaluation.records if r["attack"] == "pgd")["robust_acc"]
             eval_note = (
                 f"pgd_at inner PGD-{inner[1]}; eval PGD-{steps} on {args.eval_n} test images, "
