@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from robustlab.precision import at_defaults
+from robustlab.precision import hashed_node
 
 # Keys that do not change what a cell computes.
 _NON_SEMANTIC = ("output_dir", "hydra", "logger", "seeds")
@@ -19,10 +19,18 @@ _NON_SEMANTIC = ("output_dir", "hydra", "logger", "seeds")
 # checkpoint is the one training would produce). A finished sweep rerun with another cache dir,
 # or the cache off, finds its cells complete.
 _BLANKED = ("cache",)
-# Dropped while they ask for nothing (opt-in options added after records existed): a cell that
-# does not use them keeps the hash its records carry; one that does (precision.attack=bf16, ...)
-# hashes them, so it never reuses another's records.
-_DROPPED_AT_DEFAULTS = {"precision": at_defaults}
+# Options added after records existed, hashed as ``node -> what is hashed`` (None: dropped): a
+# cell that does not use them keeps the hash its records carry; one that does
+# (precision.attack=bf16, ...) hashes them, so it never reuses another's records.
+# eval.grad_check_points sizes a diagnostic (the gradient check's sample) and changes no verdict.
+_HASHED_AS = {
+    "precision": hashed_node,
+    "eval": lambda node: (
+        {k: v for k, v in node.items() if k != "grad_check_points"}
+        if isinstance(node, dict)
+        else node
+    ),
+}
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
@@ -37,9 +45,11 @@ def config_hash(cfg: DictConfig | dict[str, Any], keys: tuple[str, ...] | None =
     else:
         data = {k: v for k, v in data.items() if k not in _NON_SEMANTIC}
         data.update({k: None for k in _BLANKED if k in data})
-        for k, is_default in _DROPPED_AT_DEFAULTS.items():
-            if k in data and is_default(data[k]):
-                del data[k]
+        for k, hashed in _HASHED_AS.items():
+            if k in data:
+                data[k] = hashed(data[k])
+                if data[k] is None:
+                    del data[k]
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -48,9 +48,6 @@ ATTACK_PRECISIONS = ("fp32", "bf16")
 TRAINER_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 CHANNELS_LAST = (False, True, "auto")
 DEFAULTS: dict[str, Any] = {"attack": "fp32", "channels_last": "auto", "compile": False}
-# channels_last false and auto train the same weights and evaluate records that differ only as
-# between devices: both leave the cell's hash as it was before the option existed
-_UNHASHED_CHANNELS_LAST = (False, "auto")
 _PREPARED = "_robustlab_channels_last"  # set on a net prepare_net put in channels_last
 
 
@@ -63,17 +60,18 @@ def settings(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return {**DEFAULTS, **(node or {})}
 
 
-def at_defaults(node: Any) -> bool:
-    """True when a resolved ``precision`` node asks for nothing that changes a cell's records
-    beyond what a change of device does (every option off, channels_last false or auto)."""
-    if node is None:
-        return True
+def hashed_node(node: Any) -> Any:
+    """What a cell's hash holds of a resolved ``precision`` node: None (dropped) when it asks for
+    nothing that changes records beyond what a change of device does (every option off,
+    channels_last false or auto), so hashes are those from before the options existed; else the
+    node as written, with channels_last auto written as false (the value hashed before auto)."""
     if not isinstance(node, dict):
-        return False
-    chosen = {**DEFAULTS, **node}
-    if chosen["channels_last"] in _UNHASHED_CHANNELS_LAST:
-        chosen["channels_last"] = DEFAULTS["channels_last"]
-    return chosen == DEFAULTS
+        return node
+    unhashed = node.get("channels_last", False)
+    unhashed = unhashed is False or unhashed == "auto"
+    if unhashed and {**DEFAULTS, **node, "channels_last": "auto"} == DEFAULTS:
+        return None
+    return {**node, "channels_last": False} if unhashed and "channels_last" in node else node
 
 
 def net_options(cfg: DictConfig) -> dict[str, Any]:
@@ -86,7 +84,7 @@ def net_options(cfg: DictConfig) -> dict[str, Any]:
 def evaluates_channels_last(channels_last: bool | str, device: torch.device | str) -> bool:
     """Whether an evaluation on ``device`` runs the net in channels_last under the
     ``precision.channels_last`` setting (true; auto on a CPU)."""
-    if channels_last not in CHANNELS_LAST:
+    if not (isinstance(channels_last, bool) or channels_last == "auto"):
         raise ValueError(f"channels_last={channels_last!r} is not one of {list(CHANNELS_LAST)}")
     return channels_last is True or (channels_last == "auto" and torch.device(device).type == "cpu")
 
@@ -96,20 +94,29 @@ def evaluation_layout(net: nn.Module, channels_last: bool) -> Iterator[str]:
     """Run ``net`` in channels_last inside the block (its 4-D weights converted, its 4-D inputs
     converted on the way in), back to the contiguous format after; the same values either way.
     Yields the memory format the net runs in (``"channels_last"`` or ``"contiguous"``). A net
-    already prepared in channels_last (``prepare_net``) is left as it is."""
+    already in channels_last (``prepare_net``, or an enclosing block) is left as it is; a net
+    without 4-D weights (no convolution) stays contiguous."""
     if getattr(net, _PREPARED, False):
         yield "channels_last"
         return
-    if not channels_last:
+    if not channels_last or not any(p.dim() == 4 for p in net.parameters()):
         yield "contiguous"
         return
     net.to(memory_format=torch.channels_last)
     handle = net.register_forward_pre_hook(_channels_last_input)
+    setattr(net, _PREPARED, True)
     try:
         yield "channels_last"
     finally:
+        delattr(net, _PREPARED)
         handle.remove()
         net.to(memory_format=torch.contiguous_format)
+
+
+def runs_channels_last(net: nn.Module) -> bool:
+    """Whether ``net`` runs in channels_last now (``prepare_net``, or inside an
+    ``evaluation_layout`` block that converted it)."""
+    return bool(getattr(net, _PREPARED, False))
 
 
 def prepare_net(net: nn.Module, *, channels_last: bool = False, compile: bool = False) -> nn.Module:

@@ -248,6 +248,32 @@ def test_the_gradient_check_runs_on_the_first_grad_check_points_points(trained, 
     # the partial batch is its own unit: a rerun with every point checked does not reuse it
     again, _ = evaluate(net, x, y, [pgd_spec()], batch_size=64, state_dir=tmp_path)
     assert torch.equal(again.zero_grad["adaptive"], full.zero_grad["adaptive"])
+    # two ranks' shards (every other point): each checks its own first points; merged, the masks
+    # are those of the full check at the checked test indices
+    halves = [
+        evaluate_shard(
+            Plain(net, name="plain"), x[r::2], y[r::2], torch.arange(len(x))[r::2], [pgd_spec()],
+            num_classes=10, seed=0, progress=False, batch_size=64, grad_check_points=30,
+        )
+        for r in (0, 1)
+    ]  # fmt: skip
+    merged = merge_shards(halves)
+    assert torch.equal(merged.zero_grad["adaptive"], full.zero_grad["adaptive"][:60])
+    # through the evaluator (which merges its shard): more points than the sample
+    evaluator = Evaluator(
+        specs=[pgd_spec()],
+        inferences=[{"_target_": "robustlab.inference.plain.Plain", "name": "plain"}],
+        meta={k: v for k, v in META.items() if k not in ("inference", "started")},
+        num_classes=10,
+        seed=0,
+        output_dir=tmp_path / "evaluator",
+        progress=False,
+        grad_check_points=50,
+    )
+    (pgd,) = [r for r in evaluator.evaluate(net, x, y, write=False) if r["attack"] == "pgd"]
+    assert pgd["zero_grad_points"] == 50 and pgd["n_examples"] == len(x)
+    expected = int(full.zero_grad["adaptive"][:50].sum()) / 50
+    assert pgd["zero_grad_share"] == expected
     dead = nn.Sequential(net, nn.ReLU(), nn.Hardtanh(-1.0, -0.5))  # constant output: no gradient
     _, records = evaluate(dead, x, y, [pgd_spec()], grad_check_points=10)
     (attack,) = [r for r in records if r["kind"] == "attack"]

@@ -241,13 +241,27 @@ def test_mi_on_a_net_trained_otherwise_is_said_and_flagged(
 
 
 def test_chunk_size_null_is_by_device_and_zero_is_refused():
-    """chunk_size only splits the mixes into net calls; null picks the size by device."""
-    from robustlab.inference.mixup_inference import CPU_CHUNK
+    """chunk_size only splits the mixes into net calls; null picks the size by device and, on a
+    CPU, by the net's memory format."""
+    from robustlab.inference.mixup_inference import CPU_CHUNK, CPU_CHUNK_CHANNELS_LAST
+    from robustlab.precision import evaluation_layout
 
-    mi, calls = _mi("ol", n_ol=40), []
-    mi.net.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(32, C)).eval()
+    mi, calls = MixupInference(conv, FakeData(), name="mi_ol", mode="ol", n_ol=100), []
+    conv.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
     with torch.no_grad():
         mi(_x(3))
-    assert max(calls) == CPU_CHUNK
+        assert max(calls) == CPU_CHUNK
+        calls.clear()
+        with evaluation_layout(conv, True) as memory_format:
+            mi(_x(3))
+        assert memory_format == "channels_last" and max(calls) == CPU_CHUNK_CHANNELS_LAST
+        calls.clear()
+        mlp = _mi("ol", n_ol=100)  # no convolution: stays contiguous, the contiguous chunk
+        mlp.net.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
+        with evaluation_layout(mlp.net, True):
+            mlp(_x(3))
+        assert max(calls) == CPU_CHUNK
     with pytest.raises(ValueError, match="chunk_size=0 must be >= 1"):
         _mi("ol", chunk_size=0)

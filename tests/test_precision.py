@@ -215,20 +215,36 @@ def test_options_reach_the_cell_hash_and_the_net_ones_the_training_key(compose_c
         other = compose_cfg(f"precision.channels_last={setting}")
         assert config_hash(other) == config_hash(base)
         assert training_key(other) == training_key(base)
+        # beside another option too: the node is hashed with channels_last as false
+        with_bf16 = compose_cfg("precision.attack=bf16", f"precision.channels_last={setting}")
+        assert config_hash(with_bf16) == config_hash(bf16_attacks)
+    # written before auto existed: channels_last false with bf16 attacks hashes as it did then
+    old = bf16_attacks.copy()
+    with open_dict(old):
+        old.precision.channels_last = False
+    assert config_hash(old) == config_hash(bf16_attacks)
+    # the gradient check's sample is a diagnostic: it changes no verdict, and no hash
+    for points in ("null", "10"):
+        assert config_hash(compose_cfg(f"eval.grad_check_points={points}")) == config_hash(base)
 
 
 def test_evaluation_layout_runs_channels_last_inside_and_restores_the_net():
     """auto: channels_last on a CPU only; inside the block the conv weights and inputs are
-    channels_last with the same logits (up to float order), after it the net is as it was."""
+    channels_last with the same logits (up to float order), after it the net is as it was; an
+    enclosing block or a prepared net is left alone, a net without convolutions stays
+    contiguous."""
     assert evaluates_channels_last("auto", "cpu") and evaluates_channels_last(True, "cuda")
     assert not evaluates_channels_last("auto", "cuda") and not evaluates_channels_last(False, "cpu")
-    with pytest.raises(ValueError, match="channels_last='yes' is not one of"):
-        evaluates_channels_last("yes", "cpu")
+    for bad in ("yes", 1):
+        with pytest.raises(ValueError, match=f"channels_last={bad!r} is not one of"):
+            evaluates_channels_last(bad, "cpu")
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3), torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.LazyLinear(3)
+        torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(36, 3)
     )
-    x = torch.rand(5, 1, 8, 8)
+    conv = net[0].weight
+    contiguous = conv.stride()
+    x = torch.rand(5, 3, 8, 8)
     before = net(x)
     seen = []
     net[1].register_forward_pre_hook(lambda _m, a: seen.append(a[0].is_contiguous()))
@@ -236,23 +252,31 @@ def test_evaluation_layout_runs_channels_last_inside_and_restores_the_net():
         assert memory_format == "contiguous" and torch.equal(net(x), before)
     with evaluation_layout(net, True) as memory_format:
         assert memory_format == "channels_last"
-        assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+        with evaluation_layout(net, True) as inner:  # nested: the outer block's conversion holds
+            assert inner == "channels_last"
+        assert conv.is_contiguous(memory_format=torch.channels_last)
         assert torch.allclose(net(x), before, atol=1e-6)
-    assert seen == [True, False]  # the max-pool saw a channels_last map inside the block
-    assert net[0].weight.is_contiguous() and len(net._forward_pre_hooks) == 0
-    assert torch.equal(net(x), before)
+    net(x)
+    assert seen == [True, False, True]  # the max-pool saw a channels_last map inside only
+    assert conv.stride() == contiguous and len(net._forward_pre_hooks) == 0
+    assert net[0].weight is conv and torch.equal(net(x), before)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3))
+    with evaluation_layout(mlp, True) as memory_format:
+        assert memory_format == "contiguous" and not mlp._forward_pre_hooks
     prepared = prepare_net(net, channels_last=True)
     with evaluation_layout(prepared, False) as memory_format:  # a channels_last-trained net
         assert memory_format == "channels_last"
-    assert prepared[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
 
 
 @pytest.mark.parametrize("setting, expected", [("auto", "channels_last"), ("false", "contiguous")])
 def test_a_cell_evaluates_on_cpu_in_the_memory_format_its_records_say(
     compose_cfg, tmp_path, monkeypatch, setting, expected
 ):
-    """Through the real pipeline: the evaluation crafts on the net in the chosen format and the
-    records say which."""
+    """Through the real pipeline: each evaluation (during training and at its end) crafts on the
+    net in the chosen format, with no hook left over from the one before, and the records say
+    which."""
     import robustlab.evaluation.evaluator as evaluator
 
     formats = []
@@ -260,14 +284,16 @@ def test_a_cell_evaluates_on_cpu_in_the_memory_format_its_records_say(
     def spy(predictor, *args, **kwargs):
         convs = [m for m in predictor.net.modules() if isinstance(m, torch.nn.Conv2d)]
         conv = convs[-1].weight  # 64 input channels (the first conv's one channel fits both)
-        formats.append(not conv.is_contiguous())
+        formats.append((not conv.is_contiguous(), len(predictor.net._forward_pre_hooks)))
         return evaluate_shard(predictor, *args, **kwargs)
 
     monkeypatch.setattr(evaluator, "evaluate_shard", spy)
     cfg = compose_cfg(
         f"cache.dir={tmp_path / 'cache'}",
         f"precision.channels_last={setting}",
-        "trainer.max_epochs=1",
+        "trainer.max_epochs=2",
+        "eval.every_n_val_epochs=1",  # evaluated during training too: the net comes back each time
+        "eval.val_subset=20",
         "dataset.train_limit=200",
         "attack=[pgd]",
         "attack.pgd.steps=3",
@@ -281,7 +307,8 @@ def test_a_cell_evaluates_on_cpu_in_the_memory_format_its_records_say(
         records = run(cfg)
     finally:
         torch.set_num_threads(threads)
-    assert formats == [expected == "channels_last"]
+    on = expected == "channels_last"
+    assert formats == [(on, int(on))] * 3  # two epochs' subsets, then the test split
     assert {r["memory_format"] for r in records} == {expected}
 
 

@@ -148,8 +148,12 @@ class Evaluator:
                     attack_precision=self.attack_precision,
                     grad_check_points=self.grad_check_points,
                     state_dir=self._state_dir(
-                        inference_cfg, {**self.meta, **(meta or {})}, rank, world_size
-                    ),
+                        inference_cfg,
+                        {**self.meta, **(meta or {})},
+                        rank,
+                        world_size,
+                        memory_format,
+                    ),  # fmt: skip
                 )
                 cell_meta = {
                     **self.meta,
@@ -188,15 +192,22 @@ class Evaluator:
         return records
 
     def _state_dir(
-        self, inference_cfg: dict[str, Any], meta: dict[str, Any], rank: int, world_size: int
+        self,
+        inference_cfg: dict[str, Any],
+        meta: dict[str, Any],
+        rank: int,
+        world_size: int,
+        memory_format: str = "contiguous",
     ) -> Path | None:
         """Where this wrapper's finished units are kept (None: not resumable): scoped by the
         wrapper's config and the evaluated config's hash (data split, attacks, eval settings),
+        and the net's memory format when channels_last (not in the hash, but in the floats),
         beside what the engine adds (weights, points, seed, draws)."""
         if not self.resumable:
             return None
         identity = {k: meta.get(k) for k in ("config_hash", "defense", "versions")}
-        scope = fingerprint(dict(inference_cfg), identity, rank, world_size)
+        layout = () if memory_format == "contiguous" else (memory_format,)
+        scope = fingerprint(dict(inference_cfg), identity, rank, world_size, *layout)
         return self.output_dir / STATE_DIR / scope
 
     def _shift_records(self, predictor, net, x, y, meta) -> list[dict[str, Any]]:

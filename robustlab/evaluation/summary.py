@@ -61,14 +61,20 @@ def by_protocol(draws: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def merge_shards(shards: list[ShardResult]) -> ShardResult:
-    """Concatenate shards from all ranks, keep each test index once, sort by index."""
-    indices = torch.cat([s.indices for s in shards])
+def first_of_each(indices: torch.Tensor) -> torch.Tensor:
+    """Positions that keep each index once (its first occurrence), sorted by index."""
     order = torch.argsort(indices, stable=True)
     keep = torch.ones_like(order, dtype=torch.bool)
     sorted_idx = indices[order]
     keep[1:] = sorted_idx[1:] != sorted_idx[:-1]
-    pick = order[keep]
+    return order[keep]
+
+
+def merge_shards(shards: list[ShardResult]) -> ShardResult:
+    """Concatenate shards from all ranks, keep each test index once, sort by index. The gradient
+    check's masks cover the first points of each shard only: they are merged over those."""
+    indices = torch.cat([s.indices for s in shards])
+    pick = first_of_each(indices)
 
     def cat(tensors):
         return torch.cat(tensors)[pick]
@@ -96,7 +102,10 @@ def merge_shards(shards: list[ShardResult]) -> ShardResult:
                 }
             )
         )
-    zero_grad = {k: cat([s.zero_grad[k] for s in shards]) for k in base.zero_grad}
+    zero_grad = {}
+    for k in base.zero_grad:
+        checked = torch.cat([s.indices[: len(s.zero_grad[k])] for s in shards])
+        zero_grad[k] = torch.cat([s.zero_grad[k] for s in shards])[first_of_each(checked)]
     return ShardResult(indices[pick], cat([s.clean_correct for s in shards]), outcomes, zero_grad)
 
 
@@ -159,7 +168,8 @@ def build_records(
                 backward_passes=o.backward_rows / n,
                 wall_seconds=o.wall_seconds,
                 adv_acc=int(adv[HEADLINE].sum()) / n,
-                zero_grad_share=float(result.zero_grad[o.threat_model].float().mean()),
+                zero_grad_share=int(result.zero_grad[o.threat_model].sum())
+                / len(result.zero_grad[o.threat_model]),
                 zero_grad_points=len(result.zero_grad[o.threat_model]),
                 randomized=randomized,
                 majority_class_acc=majority_class_acc,
