@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import torch
 
@@ -91,7 +92,7 @@ def mi_on_random_images(args, **mi_kwargs):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(p, batch=64, repeats=5)
+    add_common_arguments(p, batch=64, repeats=15)
     p.add_argument(
         "--chunk-size", type=int, default=None, help="default: the config's (null: by device)"
     )
@@ -99,22 +100,26 @@ def main() -> None:
 
     device, net, mi, x = mi_on_random_images(args, chunk_size=args.chunk_size)
     c, s = args.channels, args.image_size
-    with torch.no_grad():
+    # a second MI-OL and net (the same seed: the same weights, pool and batch) in the memory
+    # format a cell's evaluation gives the net; every path below runs interleaved with the
+    # others (median_ms), so load drift hits all alike
+    channels_last = evaluates_channels_last("auto", device)
+    _, cell_net, cell_mi, _ = mi_on_random_images(args, chunk_size=args.chunk_size)
+    with torch.no_grad(), evaluation_layout(cell_net, channels_last) as layout:
         partners = mi.draw_partners(x, net(x))
 
-        def floor():
+        def floor(bare=net):
             for _ in range(args.n):
-                net(x)
+                bare(x)
 
         paths = {
             "(a) batched MI forward": lambda: mi(x),
             "(b) floor: N bare forwards": floor,
             "(c) looped MI (per draw)": lambda: mi._forward_looped(x, partners),
+            f"(a) in {layout}": lambda: cell_mi(x),
+            f"(b) in {layout}": partial(floor, cell_net),
         }
         rows = list(zip(paths, median_ms(list(paths.values()), args.repeats, device)))
-        channels_last = evaluates_channels_last("auto", device)
-        with evaluation_layout(net, channels_last):  # as a cell's evaluation runs the net
-            cell, cell_floor = median_ms([lambda: mi(x), floor], args.repeats, device)
     print(
         f"device={device} threads={args.threads} batch={args.batch} N={args.n} "
         f"image={c}x{s}x{s} chunk={args.chunk_size} repeats={args.repeats}"
@@ -122,14 +127,11 @@ def main() -> None:
     print(f"{'path':28s} {'median ms':>10s} {'x floor':>8s}")
     for label, ms in rows:
         print(f"{label:28s} {ms:10.1f} {ms / rows[1][1]:8.2f}")
-    layout = "channels_last" if channels_last else "contiguous"
-    print(
-        f"# as a cell evaluates ({layout}): MI {cell:.1f} ms, floor in the same format {cell_floor:.1f} ms"
-    )
-    figures = [("mi_ol forward (ms)", cell, rows[1][1])]
-    if channels_last:
+    (_, plain), (_, floor_ms), _, (_, cell), (_, cell_floor) = rows
+    figures = [("mi_ol forward (ms)", cell, floor_ms)]
+    if layout == "channels_last":
         figures.append(("mi_ol forward, floor channels_last (ms)", cell, cell_floor))
-        figures.append(("mi_ol forward channels_last=false (ms)", rows[0][1], rows[1][1]))
+        figures.append(("mi_ol forward channels_last=false (ms)", plain, floor_ms))
     for name, ours, reference in figures:
         ratio = ours / reference
         print(

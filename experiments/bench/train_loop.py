@@ -22,7 +22,11 @@ validates and saves checkpoints; the floor does neither), and the evaluation of 
 ``--eval-n`` test images. A change of load on a shared machine should hit both sides alike: the
 floor's epoch is interleaved with robustlab's, one bare batch after each robustlab batch (timed
 apart), and robustlab's evaluation runs between two of the floor's (their mean is the floor's
-time). Epoch figures are medians over the epochs. Output, one line per figure:
+time). Epoch figures are medians over the epochs. The cell trains in the contiguous format, as
+the floor does; its evaluation runs the net in channels_last on a CPU
+(``precision.channels_last=auto``), so PGD-20 is compared with the floor as written by hand
+(contiguous, ``pgd20_eval``) and with the floor in the cell's memory format (``pgd20_eval_cl``:
+the evaluation's own overhead). Output, one line per figure:
 
     name  robustlab_s  reference_s  ratio  target  PASS/FAIL
 """
