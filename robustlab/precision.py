@@ -41,6 +41,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 ATTACK_PRECISIONS = ("fp32", "bf16")
 # Lightning's trainer.precision values robustlab trains with: full precision or mixed precision
@@ -48,7 +49,8 @@ ATTACK_PRECISIONS = ("fp32", "bf16")
 TRAINER_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 CHANNELS_LAST = (False, True, "auto")
 DEFAULTS: dict[str, Any] = {"attack": "fp32", "channels_last": "auto", "compile": False}
-_PREPARED = "_robustlab_channels_last"  # set on a net prepare_net put in channels_last
+# set on a net running in channels_last (prepare_net, or inside an evaluation_layout block)
+_PREPARED = "_robustlab_channels_last"
 
 
 def settings(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +101,7 @@ def evaluation_layout(net: nn.Module, channels_last: bool) -> Iterator[str]:
     if getattr(net, _PREPARED, False):
         yield "channels_last"
         return
-    if not channels_last or not any(p.dim() == 4 for p in net.parameters()):
+    if not channels_last or not has_convolutions(net):
         yield "contiguous"
         return
     net.to(memory_format=torch.channels_last)
@@ -113,6 +115,12 @@ def evaluation_layout(net: nn.Module, channels_last: bool) -> Iterator[str]:
         net.to(memory_format=torch.contiguous_format)
 
 
+def has_convolutions(net: nn.Module) -> bool:
+    """Whether ``net`` has 4-D parameters (2-D convolutions' weights), the tensors channels_last
+    lays out otherwise; lazy parameters not yet shaped do not count."""
+    return any(not is_lazy(p) and p.dim() == 4 for p in net.parameters())
+
+
 def runs_channels_last(net: nn.Module) -> bool:
     """Whether ``net`` runs in channels_last now (``prepare_net``, or inside an
     ``evaluation_layout`` block that converted it)."""
@@ -124,7 +132,7 @@ def prepare_net(net: nn.Module, *, channels_last: bool = False, compile: bool = 
     way in, and/or its ``forward`` compiled. Only ``forward`` is compiled, not the module's call:
     hooks (the attacks' pass counters, the channels_last conversion) stay eager, so registering
     one does not recompile, and the state_dict keeps its keys."""
-    if channels_last:
+    if channels_last and has_convolutions(net):
         net.to(memory_format=torch.channels_last)
         net.register_forward_pre_hook(_channels_last_input)
         setattr(net, _PREPARED, True)

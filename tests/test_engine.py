@@ -278,3 +278,42 @@ def test_the_gradient_check_runs_on_the_first_grad_check_points_points(trained, 
     _, records = evaluate(dead, x, y, [pgd_spec()], grad_check_points=10)
     (attack,) = [r for r in records if r["kind"] == "attack"]
     assert attack["zero_grad_share"] == 1.0 and "vanishing_gradients" in attack["sanity_flags"]
+
+
+def test_merged_gradient_masks_follow_the_test_indices_they_checked():
+    """Each shard checked its own first points: merged, every checked test index keeps its own
+    mask value (a pattern that a wrong order would break), once, sorted by index; a padded
+    duplicate index (DistributedSampler) counts once, a shard shorter than the sample entirely."""
+
+    def shard(indices, checked):
+        indices = torch.tensor(indices)
+        mask = indices[:checked] % 3 == 0  # the value each index must carry
+        clean = torch.ones(len(indices), 1, dtype=torch.bool)
+        return ShardResult(indices, clean, [], {"adaptive": mask})
+
+    merged = merge_shards([shard([0, 2, 4, 6, 8], 3), shard([1, 3, 5, 7, 0], 3), shard([9], 3)])
+    assert merged.indices.tolist() == list(range(10))
+    # checked: 0, 2, 4 (first shard), 1, 3, 5 (second), 9 (the short third)
+    assert merged.zero_grad["adaptive"].tolist() == [i % 3 == 0 for i in (0, 1, 2, 3, 4, 5, 9)]
+    duplicate = merge_shards([shard([0, 3, 6], 3), shard([1, 4, 0], 3)])  # 0 padded twice
+    assert duplicate.zero_grad["adaptive"].tolist() == [i % 3 == 0 for i in (0, 1, 3, 4, 6)]
+
+
+def test_resumable_units_of_the_two_memory_formats_are_kept_apart(tmp_path):
+    """The memory format is not in the cell's hash (as the device is not), but its floats
+    differ: a run resumed in the other format must not reuse the first one's units."""
+    evaluator = Evaluator(
+        specs=[pgd_spec()],
+        inferences=[],
+        meta={k: v for k, v in META.items() if k not in ("inference", "started")},
+        num_classes=10,
+        seed=0,
+        output_dir=tmp_path,
+    )
+    wrapper = {"_target_": "robustlab.inference.plain.Plain", "name": "plain"}
+    contiguous, channels_last = (
+        evaluator._state_dir(wrapper, META, 0, 1, layout)
+        for layout in ("contiguous", "channels_last")
+    )
+    assert contiguous != channels_last
+    assert contiguous == evaluator._state_dir(wrapper, META, 0, 1)  # as before the option

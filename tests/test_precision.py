@@ -189,6 +189,27 @@ def test_channels_last_and_compiled_net_give_the_plain_verdicts(digits_erm, monk
         assert a.forward_rows == b.forward_rows  # the pass counter still sees every forward
 
 
+# config_hash of configs composed from conf/ by the code before precision.channels_last=auto
+# and eval.grad_check_points existed (commit f6ef31f): finished cells are found again by hash, so
+# an option added later must leave these unchanged (a deliberate change updates them)
+HASHES_BEFORE_THE_OPTIONS = {
+    (): "e141b243916c4d55",
+    ("precision.attack=bf16",): "def8ecc34f790ccf",
+    ("defense=pgd_at", "attack=[pgd,autoattack]"): "d711e7a5bc9999c3",
+    ("precision.compile=true",): "0f6b2e5a228efe43",
+}
+
+
+@pytest.mark.parametrize("overrides", list(HASHES_BEFORE_THE_OPTIONS), ids=str)
+def test_cells_keep_the_hash_they_had_before_the_options(compose_cfg, overrides):
+    cfg = compose_cfg(*overrides)
+    assert config_hash(cfg) == HASHES_BEFORE_THE_OPTIONS[overrides]
+    without = cfg.copy()
+    with open_dict(without):
+        del without.eval["grad_check_points"]
+    assert config_hash(without) == config_hash(cfg)
+
+
 def test_options_reach_the_cell_hash_and_the_net_ones_the_training_key(compose_cfg):
     base = compose_cfg()
     bf16_attacks = compose_cfg("precision.attack=bf16")

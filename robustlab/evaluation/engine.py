@@ -187,6 +187,8 @@ def evaluate_shard(
         raise ValueError(
             f"attack_precision={attack_precision!r} is not one of {list(ATTACK_PRECISIONS)}"
         )
+    if grad_check_points is not None and grad_check_points < 1:
+        raise ValueError(f"grad_check_points={grad_check_points} must be >= 1 or None")
     specs = [as_spec(s) for s in specs]
     chosen = sorted(threat_models_for(predictor, threat_models), key=THREAT_MODELS.index)
     if predictor.randomized and not heavy_on_randomized:
