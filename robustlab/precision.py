@@ -83,10 +83,15 @@ def net_options(cfg: DictConfig) -> dict[str, Any]:
     return options if any(options.values()) else {}
 
 
+def valid_channels_last(value: Any) -> bool:
+    """Whether ``value`` is a ``precision.channels_last`` setting: true, false or auto."""
+    return isinstance(value, bool) or value == "auto"
+
+
 def evaluates_channels_last(channels_last: bool | str, device: torch.device | str) -> bool:
     """Whether an evaluation on ``device`` runs the net in channels_last under the
     ``precision.channels_last`` setting (true; auto on a CPU)."""
-    if not (isinstance(channels_last, bool) or channels_last == "auto"):
+    if not valid_channels_last(channels_last):
         raise ValueError(f"channels_last={channels_last!r} is not one of {list(CHANNELS_LAST)}")
     return channels_last is True or (channels_last == "auto" and torch.device(device).type == "cpu")
 

@@ -29,6 +29,15 @@ def restore_logging():
         lg.level, lg.propagate = level, propagate
 
 
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """A cell run in-process sets torch's thread count (``torch_threads``); each test gets the
+    count it started with back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     """Compose the project config with overrides, output_dir pointed at a temp folder."""

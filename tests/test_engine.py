@@ -54,6 +54,20 @@ def evaluate(net, x, y, specs, predictor=None, **kw):
     return shard, records
 
 
+def plain_evaluator(output_dir, **kw) -> Evaluator:
+    """An Evaluator of PGD on the plain wrapper, writing under ``output_dir``."""
+    return Evaluator(
+        specs=[pgd_spec()],
+        inferences=[{"_target_": "robustlab.inference.plain.Plain", "name": "plain"}],
+        meta={k: v for k, v in META.items() if k not in ("inference", "started")},
+        num_classes=10,
+        seed=0,
+        output_dir=output_dir,
+        progress=False,
+        **kw,
+    )
+
+
 def test_eps_zero_gives_exactly_clean_accuracy(trained):
     net, x, y = trained
     _, records = evaluate(net, x, y, [pgd_spec(eps=[0.0])])
@@ -214,15 +228,7 @@ def test_evaluator_flags_a_constant_net_and_not_a_trained_one(trained, tmp_path)
     with torch.no_grad():
         constant[1].weight.zero_()
         constant[1].bias.copy_(torch.arange(10.0))  # always class 9: 20 of the 200 labels
-    evaluator = Evaluator(
-        specs=[pgd_spec()],
-        inferences=[{"_target_": "robustlab.inference.plain.Plain", "name": "plain"}],
-        meta={k: v for k, v in META.items() if k not in ("inference", "started")},
-        num_classes=10,
-        seed=0,
-        output_dir=tmp_path,
-        progress=False,
-    )
+    evaluator = plain_evaluator(tmp_path)
     collapsed = evaluator.evaluate(constant, x, y, write=False)
     assert collapsed[0]["clean_acc"] == collapsed[0]["majority_class_acc"] == 0.1
     assert all("clean_at_chance" in r["sanity_flags"] for r in collapsed)
@@ -260,16 +266,7 @@ def test_the_gradient_check_runs_on_the_first_grad_check_points_points(trained, 
     merged = merge_shards(halves)
     assert torch.equal(merged.zero_grad["adaptive"], full.zero_grad["adaptive"][:60])
     # through the evaluator (which merges its shard): more points than the sample
-    evaluator = Evaluator(
-        specs=[pgd_spec()],
-        inferences=[{"_target_": "robustlab.inference.plain.Plain", "name": "plain"}],
-        meta={k: v for k, v in META.items() if k not in ("inference", "started")},
-        num_classes=10,
-        seed=0,
-        output_dir=tmp_path / "evaluator",
-        progress=False,
-        grad_check_points=50,
-    )
+    evaluator = plain_evaluator(tmp_path / "evaluator", grad_check_points=50)
     (pgd,) = [r for r in evaluator.evaluate(net, x, y, write=False) if r["attack"] == "pgd"]
     assert pgd["zero_grad_points"] == 50 and pgd["n_examples"] == len(x)
     expected = int(full.zero_grad["adaptive"][:50].sum()) / 50
@@ -302,15 +299,8 @@ def test_merged_gradient_masks_follow_the_test_indices_they_checked():
 def test_resumable_units_of_the_two_memory_formats_are_kept_apart(tmp_path):
     """The memory format is not in the cell's hash (as the device is not), but its floats
     differ: a run resumed in the other format must not reuse the first one's units."""
-    evaluator = Evaluator(
-        specs=[pgd_spec()],
-        inferences=[],
-        meta={k: v for k, v in META.items() if k not in ("inference", "started")},
-        num_classes=10,
-        seed=0,
-        output_dir=tmp_path,
-    )
-    wrapper = {"_target_": "robustlab.inference.plain.Plain", "name": "plain"}
+    evaluator = plain_evaluator(tmp_path)
+    (wrapper,) = evaluator.inferences
     contiguous, channels_last = (
         evaluator._state_dir(wrapper, META, 0, 1, layout)
         for layout in ("contiguous", "channels_last")

@@ -49,12 +49,6 @@ CELL = (
 
 
 def test_small_cell_writes_the_pinned_records(compose_cfg, tmp_path):
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        records = run(compose_cfg(f"cache.dir={tmp_path / 'cache'}", *CELL))
-    finally:
-        torch.set_num_threads(threads)
+    records = run(compose_cfg(f"cache.dir={tmp_path / 'cache'}", *CELL))
     got = [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
     assert got == json.loads(FIXTURE.read_text())

@@ -323,11 +323,7 @@ def test_a_cell_evaluates_on_cpu_in_the_memory_format_its_records_say(
         "trainer.enable_progress_bar=false",
         "torch_threads=1",
     )
-    threads = torch.get_num_threads()
-    try:
-        records = run(cfg)
-    finally:
-        torch.set_num_threads(threads)
+    records = run(cfg)
     on = expected == "channels_last"
     assert formats == [(on, int(on))] * 3  # two epochs' subsets, then the test split
     assert {r["memory_format"] for r in records} == {expected}
@@ -361,11 +357,7 @@ def test_a_bf16_cell_trains_in_bf16_and_records_bf16_attacks(compose_cfg, tmp_pa
         "trainer.enable_progress_bar=false",
         "torch_threads=1",
     )
-    threads = torch.get_num_threads()
-    try:
-        records = run(cfg)
-    finally:
-        torch.set_num_threads(threads)
+    records = run(cfg)
     assert autocast_at_evaluation == [False]
     assert {r["attack"] for r in records} == {"pgd", WORST_CASE}
     assert {r["attack_precision"] for r in records} == {"bf16"}

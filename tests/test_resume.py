@@ -36,13 +36,6 @@ TINY = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def cell(compose_cfg, tmp_path):
     """A tiny digits cell writing into ``tmp_path/name`` with the cache ``tmp_path/cache_name``."""

@@ -17,7 +17,12 @@ from robustlab.defenses.optim import check_optimizer
 from robustlab.evaluation.engine import THREAT_MODELS
 from robustlab.inference.build import SUPPLIED, required_parts
 from robustlab.plan.errors import ConfigError
-from robustlab.precision import ATTACK_PRECISIONS, DEFAULTS, TRAINER_PRECISIONS
+from robustlab.precision import (
+    ATTACK_PRECISIONS,
+    DEFAULTS,
+    TRAINER_PRECISIONS,
+    valid_channels_last,
+)
 
 MODES = ("train", "eval")
 
@@ -126,7 +131,7 @@ def check_precision(cfg: DictConfig) -> None:
     if attack not in ATTACK_PRECISIONS:
         raise ConfigError(f"precision.attack={attack!r} is not one of {list(ATTACK_PRECISIONS)}")
     channels_last = node.get("channels_last", DEFAULTS["channels_last"])
-    if not (isinstance(channels_last, bool) or channels_last == "auto"):
+    if not valid_channels_last(channels_last):
         raise ConfigError(
             f"precision.channels_last={channels_last!r} is not one of [true, false, auto]"
         )
