@@ -141,8 +141,9 @@ def test_fab_rows_are_torchattacks_fab_iterates(problem):
     assert 0 < broken_ref.sum() < len(y)
 
 
-def reference_breaks(model, x, y, eps):
-    """Per component of the reference, the points (indices into ``x``) it broke."""
+def reference_breaks(model, x, y, eps, batch_size=None):
+    """Per component of the reference, the points (indices into ``x``) it broke, its parts run
+    ``batch_size`` points a pass (None: all)."""
     aa = ref.AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0, device="cpu")
     for apgd in (aa.apgd, aa.apgd_targeted):  # the schedule follows n_iter at construction
         apgd.n_iter = apgd.n_iter_orig = 30
@@ -157,11 +158,11 @@ def reference_breaks(model, x, y, eps):
         def perturb(xs, ys, name=name, run=attack.perturb):
             adv = run(xs, ys)
             rows = (xs.flatten(1)[:, None] == x.flatten(1)[None]).all(-1).float().argmax(1)
-            broke[name] = rows[wrong(model, adv, ys)]
+            broke[name] = torch.cat([broke.get(name, rows[:0]), rows[wrong(model, adv, ys)]])
             return adv
 
         attack.perturb = perturb
-    adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+    adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size or len(x))
     return broke, ~wrong(model, adv, y)
 
 
@@ -178,6 +179,23 @@ def test_verdicts_per_component_are_the_reference_ones(problem):
     assert torch.equal(robust_ref, ~wrong(model, x_adv, y))
     assert 0 < robust_ref.sum() < len(y)
     assert len(broke["apgd_ce"]) and len(broke["apgd_t"])  # more than one part is compared
+
+
+def test_passes_of_batch_size_points_are_the_reference_batches(problem):
+    """Each part on the points still robust, ``batch_size`` a pass and reseeded per pass, as the
+    reference's ``run_standard_evaluation`` batches them: the same points break per part."""
+    model, x, y = problem
+    eps, batch_size = 0.1, 7
+    ours = AutoAttack(
+        model, norm="linf", eps=eps, num_classes=10, steps=30, queries=300, batch_size=batch_size
+    )
+    x_adv = ours(x, y, seed=0)
+    broke, robust_ref = reference_breaks(model, x, y, eps, batch_size)
+    for name, flags in ours.last_component_success.items():
+        assert flags.nonzero().flatten().tolist() == sorted(broke.get(name, []).tolist()), name
+    assert torch.equal(robust_ref, ~wrong(model, x_adv, y))
+    assert len(broke["apgd_ce"]) and len(broke["apgd_t"])
+    assert len(x) > 2 * batch_size  # APGD-CE ran in several passes
 
 
 @settings(max_examples=4, deadline=None)

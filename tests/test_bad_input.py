@@ -56,6 +56,14 @@ CASES = [
         ["attack=[autoattack]", "attack.autoattack.steps=0"],
         "attack.autoattack.steps=0 must be a positive integer",
     ),
+    (
+        ["attack=[autoattack]", "attack.autoattack.points_per_call=0"],
+        "attack.autoattack.points_per_call=0 must be a positive integer",
+    ),
+    (
+        ["attack=[autoattack]", "attack.autoattack.batch_size=two"],
+        "attack.autoattack.batch_size='two' must be a positive integer",
+    ),
     (["eval.score_draws=0"], "eval.score_draws=0"),
     (["seeds=[0,0]"], "seeds=[0, 0] repeats a seed"),
     (["defense=pgd_at", "eval.compare_with=[pgd_at]"], "names the cell's own defense pgd_at"),

@@ -19,7 +19,9 @@ def test_quick_run_prints_every_figure(tmp_path):
     for label in ("autoattack", "autoattack channels_last=false"):
         for figure in ("time (s)", "peak memory (MB)", "robust accuracy"):
             (row,) = [r for r in rows if r.startswith(f"{label} {figure} ")]
-            assert row.split()[-1] in ("PASS", "FAIL"), row
+            # channels_last=false's time is shown, not held to the target
+            timed = label == "autoattack" or figure != "time (s)"
+            assert row.split()[-1] in (("PASS", "FAIL") if timed else ("info",)), row
     # the same net, points and seed: the verdicts are compared point by point
     (row,) = [r for r in rows if r.startswith("autoattack robust accuracy ")]
     assert "/40 " in row

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlab.attacks.autoattack import AutoAttack
 from robustlab.attacks.factory import as_spec
 from robustlab.evaluation.engine import (
     AttackOutcome,
@@ -210,6 +211,52 @@ def test_autoattack_records_count_the_points_each_component_broke():
     assert record["broken_by_component"] == {"apgd-ce": 1, "square": 2}
     assert record["n_clean_correct"] - record["n_robust"] == 3
     assert "square_beats_whitebox" in record["sanity_flags"]
+
+
+def test_autoattack_takes_points_per_call_points_a_call_and_batch_size_a_pass(
+    trained, tmp_path, monkeypatch
+):
+    """A unit of AutoAttack is one call on points_per_call points (the reference runs its parts
+    on all its points), its parts in passes of batch_size; a rerun finds every unit."""
+    net, x, y = trained
+    x, y = x[:40], y[:40]
+    calls, passes = [], []
+    original = AutoAttack.__call__
+
+    def spy(self, xs, ys, seed):
+        calls.append(len(xs))
+        return original(self, xs, ys, seed)
+
+    def part_spy(part):
+        def run(model, xs, *args):
+            passes.append(len(xs))
+            return part(model, xs, *args)
+
+        return run
+
+    monkeypatch.setattr(AutoAttack, "__call__", spy)
+    spec = {"kind": "autoattack", "eps": [0.2], "steps": 3, "queries": 10, "batch_size": 6}
+    spec["points_per_call"] = 32
+    original_init = AutoAttack.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.components = {k: part_spy(v) for k, v in self.components.items()}
+
+    monkeypatch.setattr(AutoAttack, "__init__", init)
+    shard, records = evaluate(net, x, y, [spec], batch_size=8, state_dir=tmp_path)
+    assert calls == [32, 8]
+    assert passes and max(passes) <= 6
+    params = records[0]["attack_params"]
+    assert params["points_per_call"] == 32 and params["batch_size"] == 6
+    # the clean units are batches (5), the attack's calls (2), the gradient check's (5)
+    assert len(list(tmp_path.rglob("*.pt"))) == 5 + 2 + 5
+    calls.clear()
+    again, _ = evaluate(net, x, y, [spec], batch_size=8, state_dir=tmp_path)
+    assert calls == [] and torch.equal(again.outcomes[0].adv_correct, shard.outcomes[0].adv_correct)
+    calls.clear()
+    evaluate(net, x, y, [{**spec, "points_per_call": None}], batch_size=8)
+    assert calls == [40]
 
 
 def test_an_attack_that_changes_nothing_is_not_robust_above_clean():

@@ -8,7 +8,9 @@ code, `pip install -e '.[bench]'`), on the same PGD-AT net, points, eps and seed
 The net is robustlab's smallcnn trained with PGD-10 AT (one clean epoch, then ``--epochs`` epochs
 at the dataset's eps, Adam, batch 128), cached under .cache/bench/. Each implementation runs in a
 fresh subprocess with the same thread count, one after the other in this run: the reference,
-robustlab as a cell evaluates (channels_last on a CPU), robustlab with channels_last=false, then
+robustlab as a cell evaluates (channels_last on a CPU; ``points_per_call`` points a call, each
+part on the points still robust among them in passes of the batch size, as the reference batches
+them), robustlab with channels_last=false (its time shown, not held to the target), then
 robustlab and the reference again (time: the mean of a side's runs, so a drift of the machine's
 speed hits both alike; the repeated runs must give the same verdicts). Time is the attack's wall
 time, memory the peak resident set above the resident set just before the attack (VmHWM - VmRSS,
@@ -23,6 +25,7 @@ within 0.5 points). Output, one line per figure:
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import subprocess
 import sys
@@ -140,12 +143,22 @@ def reference_run(net, x, y, eps, seed, batch_size):
     return x_adv, broke
 
 
-def robustlab_run(net, x, y, eps, seed, batch_size):
-    aa = AutoAttack(net, norm="linf", eps=eps, num_classes=10)
+def cell_points_per_call() -> int | None:
+    """``attack.autoattack.points_per_call`` as a cell composes it (conf/attack/autoattack.yaml)."""
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["attack=[autoattack]"])
+    return cfg.attack.autoattack.points_per_call
+
+
+def robustlab_run(net, x, y, eps, seed, batch_size, points_per_call):
+    """As a cell's evaluation calls it: ``points_per_call`` points a call (one unit), each part
+    on the points still robust among them, ``batch_size`` (the reference's bs) a pass."""
+    aa = AutoAttack(net, norm="linf", eps=eps, num_classes=10, batch_size=batch_size)
+    call = points_per_call or len(x)
     out, broke = [], {name: [] for name in PARTS}
     with torch.enable_grad():
-        for i in range(0, len(x), batch_size):
-            out.append(aa(x[i : i + batch_size], y[i : i + batch_size], seed))
+        for i in range(0, len(x), call):
+            out.append(aa(x[i : i + call], y[i : i + call], seed))
             for name in PARTS:
                 broke[name].append(
                     aa.last_component_success.get(name, torch.zeros(0, dtype=torch.bool))
@@ -163,7 +176,10 @@ def worker(args) -> None:
     for p in net.parameters():
         p.requires_grad_(False)
     x, y = state["x"], state["y"]
-    run = reference_run if args.worker == "reference" else robustlab_run
+    if args.worker == "reference":
+        run = reference_run
+    else:
+        run = functools.partial(robustlab_run, points_per_call=cell_points_per_call())
     # robustlab's net in the memory format its evaluator chooses (robustlab.precision)
     channels_last = evaluates_channels_last(CHANNELS_LAST.get(args.worker, False), "cpu")
     before = rss_kb("VmRSS")
@@ -188,9 +204,9 @@ def worker(args) -> None:
 
 
 def line(name, ours, reference, ratio, target, ok) -> str:
-    return (
-        f"{name:48} {ours:>12} {reference:>12} {ratio:>7} {target:>22} {'PASS' if ok else 'FAIL'}"
-    )
+    """``ok`` None: a figure shown beside the targets, not one of them."""
+    result = "info" if ok is None else "PASS" if ok else "FAIL"
+    return f"{name:48} {ours:>12} {reference:>12} {ratio:>7} {target:>22} {result}"
 
 
 def main() -> None:
@@ -275,7 +291,7 @@ def main() -> None:
         ("robustlab", "autoattack"),
         ("robustlab_contiguous", "autoattack channels_last=false"),
     ):
-        report(label, res[who], ref, len(y))
+        report(label, res[who], ref, len(y), timed=who == "robustlab")
     for who in RUNS:
         r = res[who]
         print(
@@ -294,8 +310,10 @@ def run_order(quick: bool) -> list[str]:
     return [*RUNS, *reversed(RUNS[:2])]
 
 
-def report(label: str, ours: dict, ref: dict, n: int) -> None:
-    """The time, memory and verdict lines of one robustlab run against the reference."""
+def report(label: str, ours: dict, ref: dict, n: int, timed: bool) -> None:
+    """The time, memory and verdict lines of one robustlab run against the reference; unless
+    ``timed`` (channels_last=false: the reference's arithmetic, shown for the verdicts) its time
+    is information, not a target."""
     t = ours["seconds"] / ref["seconds"]
     each = ", ".join(f"{s:.1f}" for s in ours["runs"])
     print(
@@ -307,8 +325,8 @@ def report(label: str, ours: dict, ref: dict, n: int) -> None:
             f"{ours['seconds']:.1f}",
             f"{ref['seconds']:.1f}",
             f"{t:.2f}",
-            "<= 0.50",
-            t <= TARGETS["time"],
+            "<= 0.50" if timed else "-",
+            t <= TARGETS["time"] if timed else None,
         )
     )
     m = ours["peak_mb"] / max(ref["peak_mb"], 1e-9)

@@ -200,6 +200,10 @@ class TorchattacksPart:
 class AutoAttack:
     """The ordered AutoAttack ensemble; call with ``(x, y, seed)``; returns ``x_adv``.
 
+    As in the reference's ``run_standard_evaluation``, each part runs on the points of the call
+    still robust, ``batch_size`` points per pass (None: all of them in one pass), so a call on
+    many points gives the later parts few but full passes.
+
     ``last_component_success[name]`` flags, per example of the last call, the part that broke it.
     """
 
@@ -217,8 +221,10 @@ class AutoAttack:
         restarts: int = REFERENCE["restarts"],
         eot_iter: int = REFERENCE["eot_iter"],
         target_rows: int | None = None,
+        batch_size: int | None = None,
     ):
         self.model = model
+        self.batch_size = batch_size
         # a part judges its own restarts on one forward: on a randomized model each part runs
         # `rounds` times here instead, every candidate judged on several draws
         inner, self.rounds = restart_split(model, restarts)
@@ -283,30 +289,34 @@ class AutoAttack:
         candidate the model is right on least often; a part is credited with the points it broke
         (wrong on every draw). On a deterministic model a part's own forward passes judge it."""
         x_adv = x.clone()
+        passes = torch.arange(len(x), device=x.device).split(self.batch_size or max(len(x), 1))
         with torch.no_grad():
-            logits = self.model(x)
+            logits = torch.cat([self.model(x[rows]) for rows in passes])
         if self.deterministic:
             best = (logits.argmax(1) == y).long()
         else:
-            best = correct_counts(self.model, x, y)
+            best = torch.cat([correct_counts(self.model, x[rows], y[rows]) for rows in passes])
         success = {}
         for name, part in self.components.items():
             success[name] = torch.zeros_like(best, dtype=torch.bool)
             for _ in range(self.rounds):
-                idx = best.nonzero().flatten()
-                if idx.numel() == 0:
+                still = best.nonzero().flatten()
+                if still.numel() == 0:
                     break
-                cand, broken = part(
-                    self.model, x[idx], y[idx], seed, logits[idx], self.deterministic
-                )
-                if broken is None or not self.deterministic:
-                    counts = correct_counts(self.model, cand, y[idx])
-                else:
-                    counts = (~broken).long()
-                better = counts < best[idx]
-                hit = idx[better]
-                x_adv[hit] = cand[better]
-                best[hit] = counts[better]
-                success[name][hit] = best[hit] == 0  # points in play were right on some draw
+                # the reference's batches: the points still robust, batch_size at a time, each
+                # pass a fresh call of the part (reseeded, as the reference's perturb is)
+                for idx in still.split(self.batch_size or max(len(still), 1)):
+                    cand, broken = part(
+                        self.model, x[idx], y[idx], seed, logits[idx], self.deterministic
+                    )
+                    if broken is None or not self.deterministic:
+                        counts = correct_counts(self.model, cand, y[idx])
+                    else:
+                        counts = (~broken).long()
+                    better = counts < best[idx]
+                    hit = idx[better]
+                    x_adv[hit] = cand[better]
+                    best[hit] = counts[better]
+                    success[name][hit] = best[hit] == 0  # points in play were right on some draw
         self.last_component_success = success
         return x_adv

@@ -167,7 +167,8 @@ def evaluate_shard(
     floor of the adaptive verdicts (module docstring); off, adaptive records are the adaptive
     attack alone (to diagnose an attacker; ``adaptive_weaker_than_transfer`` then can fire).
 
-    The work is done in units (one batch under one attack, eps and threat model; the clean
+    The work is done in units (one call of an attack, eps and threat model: a batch, or more
+    points for an attack that pools them, as AutoAttack does; the clean
     scoring and gradient check of one batch), each in a generator seeded from ``seed`` and its
     name (``robustlab.evaluation.units``); with ``state_dir`` finished units are kept there and
     a rerun computes only the missing ones.
@@ -213,7 +214,11 @@ def evaluate_shard(
     )
     units = UnitStore(None if state_dir is None else state_dir / scope, seed)
     checked = _checked_rows(batches, len(x) if grad_check_points is None else grad_check_points)
-    total = len(batches) * (1 + len(jobs)) + len(checked) * len(grad_checked)
+    total = (
+        len(batches)
+        + sum(len(_calls(spec, len(x), batch_size)) for _, spec, _ in jobs)
+        + len(checked) * len(grad_checked)
+    )
     done = units.stored()
     if done and progress:
         print(f"robustlab: evaluation of {predictor.name} resumes: {done} of {total} units done")
@@ -267,7 +272,7 @@ def evaluate_shard(
                         attack_precision,
                     ),
                 )
-                for b, s in enumerate(batches)
+                for b, s in enumerate(_calls(spec, len(x), batch_size))
             ]
             adv_correct = own = torch.cat([p["correct"] for p in parts])
             from_transfer = None
@@ -306,6 +311,11 @@ def evaluate_shard(
     return ShardResult(indices.cpu(), clean_correct, outcomes, zero_grad)
 
 
+def _calls(spec: AttackSpec, n: int, batch_size: int) -> list[slice]:
+    """The points of each call of an attack (its units): a batch, or more for one that pools."""
+    return list(_batches(n, spec.call_points(batch_size, n)))
+
+
 def _checked_rows(batches: list[slice], points: int) -> list[tuple[int, slice]]:
     """(batch index, rows) of the gradient check: the first ``points`` rows of the shard."""
     return [
@@ -339,8 +349,8 @@ def _attack_unit(
     batch_size: int,
     precision: str = "fp32",
 ) -> dict[str, Any]:
-    """One batch under one attack: craft (seeded by the batch index) in ``precision``, score on
-    k draws in fp32."""
+    """One call of an attack (a batch, or more points: ``AttackSpec.call_points``): craft
+    (seeded by the call's index) in ``precision``, score on k draws in fp32."""
     start = time.perf_counter()
     with count_passes(predictor.net) as counter:
         with ctx(), attack_autocast(runner.model, precision, x.device.type):

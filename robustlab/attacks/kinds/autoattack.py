@@ -23,15 +23,21 @@ class AutoAttackSpec(AttackSpec):
     queries: int = 5000  # Square
     n_target_classes: int = 9  # APGD-T and FAB-T, capped at num_classes - 1
     eot_iter: int = 20  # version rand only
-    # (point, target) rows of APGD-T/FAB-T per pass; None: the batch's points (the reference's
+    # (point, target) rows of APGD-T/FAB-T per pass; None: the pass's points (the reference's
     # memory). Speed and memory only: the verdicts do not depend on it
     target_rows: int | None = None
+    # points per pass of each part (the reference's bs); None: all the call's points in one pass
+    batch_size: int | None = None
+    # points per call (one resumable unit of an evaluation): each part runs on the points still
+    # robust among them, as the reference's on all its points; None: the whole shard in one call
+    points_per_call: int | None = 1024
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_positive("steps", "queries", "n_target_classes", "eot_iter")
-        if self.target_rows is not None:
-            self.check_positive("target_rows")
+        for key in ("target_rows", "batch_size", "points_per_call"):
+            if getattr(self, key) is not None:
+                self.check_positive(key)
         if self.version not in VERSIONS:
             raise ValueError(
                 f"attack.{self.name}.version={self.version!r} is not one of {list(VERSIONS)}"
@@ -44,6 +50,9 @@ class AutoAttackSpec(AttackSpec):
     @property
     def native_eot(self) -> bool:
         return self.version == "rand" and self.eot_iter > 1
+
+    def call_points(self, batch_size: int, points: int) -> int:
+        return self.points_per_call or max(points, 1)
 
     def craft(self, model, p, num_classes):
         aa = AutoAttack(
@@ -58,6 +67,7 @@ class AutoAttackSpec(AttackSpec):
             restarts=p["restarts"],
             eot_iter=p["eot_iter"],
             target_rows=p["target_rows"],
+            batch_size=p["batch_size"],
         )
         for key in ("queries", "n_target_classes", "eot_iter", "target_rows"):
             p.pop(key)

@@ -99,6 +99,11 @@ class AttackSpec:
         """True when the attack averages over randomness itself (no EOT wrapper needed)."""
         return False
 
+    def call_points(self, batch_size: int, points: int) -> int:
+        """How many of an evaluation's ``points`` one call of the attack takes (one resumable
+        unit): a batch, unless the attack gains from seeing more points at once."""
+        return batch_size
+
     def params(self, eps: float) -> dict[str, Any]:
         """The effective parameters at one eps (what the records store), before ``craft``."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
