@@ -26,15 +26,22 @@ import bare_loop as bare  # noqa: E402
 MNIST_THERE = (bare.MNIST / "train-images-idx3-ubyte.gz").exists()
 
 
-def test_the_floor_imports_nothing_from_robustlab():
-    tree = ast.parse((BENCH / "bare_loop.py").read_text())
+def imported_roots(script: str) -> set[str]:
+    tree = ast.parse((BENCH / script).read_text())
     modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    roots = {m.split(".")[0] for m in modules}
-    assert roots <= {"__future__", "argparse", "gzip", "struct", "time", "pathlib"} | {
-        "numpy",
-        "torch",
-        "sklearn",
+    return {m.split(".")[0] for m in modules}
+
+
+def test_the_floor_imports_nothing_from_robustlab():
+    assert imported_roots("bare_loop.py") <= {
+        *("__future__", "argparse", "gzip", "struct", "time", "pathlib"),
+        *("numpy", "torch", "sklearn"),
+    }
+    # Lightning's own loop cost is measured on the floor's net and step, without robustlab too
+    assert imported_roots("lightning_floor.py") <= {
+        *("__future__", "argparse", "math", "statistics", "time", "warnings"),
+        *("torch", "pytorch_lightning", "bare_loop"),
     }
 
 
@@ -127,4 +134,6 @@ def test_train_loop_quick_prints_every_figure():
         slack = 6e-4 * (1 + float(ratio)) / float(reference_s) + 6e-4
         assert float(ratio) == pytest.approx(float(robustlab_s) / float(reference_s), abs=slack)
         assert float(target) == targets[name] and verdict in ("PASS", "FAIL")
+    (lightning,) = [r.split() for r in done.stdout.splitlines() if r.startswith("lightning_erm")]
+    assert lightning[-2:] == ["-", "info"] and float(lightning[1]) > 0  # Lightning alone: no target
     assert "robust acc robustlab" in done.stdout

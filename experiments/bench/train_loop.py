@@ -26,7 +26,10 @@ time). Epoch figures are medians over the epochs. The cell trains in the contigu
 the floor does; its evaluation runs the net in channels_last on a CPU
 (``precision.channels_last=auto``), so PGD-20 is compared with the floor as written by hand
 (contiguous, ``pgd20_eval``) and with the floor in the cell's memory format (``pgd20_eval_cl``:
-the evaluation's own overhead). Output, one line per figure:
+the evaluation's own overhead). After ERM, ``lightning_erm_epoch`` (information, no target) times
+a minimal LightningModule with the floor's net, data and Adam step under a plain ``pl.Trainer``
+against the bare loop (``lightning_floor.py``): the share of ``erm_epoch``'s ratio that Lightning's
+own loop costs, before anything robustlab adds. Output, one line per figure:
 
     name  robustlab_s  reference_s  ratio  target  PASS/FAIL
 """
@@ -58,6 +61,7 @@ from robustlab.training import build_defense, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bare_loop as bare  # noqa: E402
+from lightning_floor import lightning_erm_epochs  # noqa: E402
 
 TARGETS = {"erm_epoch": 1.03, "pgd_at_epoch": 1.03, "pgd20_eval": 1.05}  # issue 17
 
@@ -265,6 +269,10 @@ def main() -> None:
         robustlab_s, bare_s, evaluation, train_n = run_defense(cfg, data, inner)
         label = "erm_epoch" if inner is None else "pgd_at_epoch"
         rows.append((label, statistics.median(robustlab_s), statistics.median(bare_s)))
+        if inner is None:  # the share of that ratio any LightningModule pays (no target)
+            rows.append(
+                ("lightning_erm_epoch", *lightning_erm_epochs(data, args.epochs, args.train_limit))
+            )
         if inner is not None:
             steps = int(cfg.attack.pgd.steps)
             rows.append((f"pgd{steps}_eval", evaluation.seconds, evaluation.bare_seconds))
@@ -283,13 +291,16 @@ def main() -> None:
         f"{eval_note}; seconds: median per epoch, whole evaluation"
     )
     print(
-        f"# {'name':14} {'robustlab_s':>11} {'reference_s':>11} {'ratio':>6} {'target':>6} result"
+        f"# {'name':18} {'robustlab_s':>11} {'reference_s':>11} {'ratio':>6} {'target':>6} result"
     )
     for label, fw, ref in rows:
         ratio = fw / ref
+        if label == "lightning_erm_epoch":
+            print(f"{label:20} {fw:11.3f} {ref:11.3f} {ratio:6.3f} {'-':>6} info")
+            continue
         key = label if label in TARGETS else "pgd20_eval"
         verdict = "PASS" if ratio <= TARGETS[key] else "FAIL"
-        print(f"{label:16} {fw:11.3f} {ref:11.3f} {ratio:6.3f} {TARGETS[key]:6.2f} {verdict}")
+        print(f"{label:20} {fw:11.3f} {ref:11.3f} {ratio:6.3f} {TARGETS[key]:6.2f} {verdict}")
     tmp.cleanup()
 
 

@@ -1,0 +1,126 @@
+"""What Lightning's own training loop costs, without robustlab: the bare floor's net, data and Adam
+step (experiments/bench/bare_loop.py) as a minimal LightningModule fitted by a plain ``pl.Trainer``
+(no logger, checkpoint, progress bar or summary; batches from a plain iterable, not even a
+DataLoader), timed against the bare loop itself with the bare epoch interleaved as
+``train_loop.py`` does for a cell. It imports nothing from robustlab: the figure is the part of
+``erm_epoch``'s ratio that any Lightning module pays on this machine.
+
+    python experiments/bench/lightning_floor.py            # MNIST files if present, else digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+import warnings
+
+import bare_loop as bare
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+
+class MinimalModule(pl.LightningModule):
+    """The bare step as a LightningModule: cross-entropy of the net, Adam."""
+
+    def __init__(self, net: torch.nn.Module, lr: float):
+        super().__init__()
+        self.net, self.lr = net, lr
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.net.parameters(), lr=self.lr)
+
+
+class ShuffledBatches:
+    """The epoch's batches as one gather each from the held tensors (the floor's data path)."""
+
+    def __init__(self, x, y, batch_size: int, generator: torch.Generator):
+        self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __iter__(self):
+        for idx in torch.randperm(len(self.y), generator=self.generator).split(self.batch_size):
+            yield self.x[idx], self.y[idx]
+
+
+class Interleaved(pl.Callback):
+    """Lightning's epochs timed from their start to their end, one bare batch run (timed apart)
+    after each Lightning batch, so both share the machine's load."""
+
+    def __init__(self, bare_steps):
+        self.bare_steps = bare_steps
+        self.lightning: list[float] = []
+        self.bare: list[float] = []
+
+    def on_train_epoch_start(self, trainer, module):
+        self._steps, self._times = self.bare_steps(), [0.0, 0.0]
+        self._mark = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self._times[0] += time.perf_counter() - self._mark
+        start = time.perf_counter()
+        next(self._steps, None)
+        self._mark = time.perf_counter()
+        self._times[1] += self._mark - start
+
+    def on_train_epoch_end(self, trainer, module):
+        self._times[0] += time.perf_counter() - self._mark
+        for _ in self._steps:  # nothing left: both epochs have the same batches
+            pass
+        self.lightning.append(self._times[0])
+        self.bare.append(self._times[1])
+
+
+def lightning_erm_epochs(
+    data, epochs: int, limit: int | None = None, batch_size: int = 128, lr: float = 1e-3, seed=0
+):
+    """(median Lightning epoch seconds, median bare epoch seconds) of ERM on ``data``'s training
+    images (``bare_loop.load``; the first ``limit``), the same initial weights on both sides."""
+    name, x, y = data[0], data[1][:limit], data[2][:limit]
+    meta = bare.DATASETS[name]
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(seed)
+        nets.append(bare.SmallCNN(1, 10, meta["image_size"], meta["mean"], meta["std"]))
+    opt = torch.optim.Adam(nets[1].parameters(), lr=lr)
+    bare_gen = torch.Generator().manual_seed(seed)
+    timer = Interleaved(lambda: bare.erm_steps(nets[1], x, y, batch_size, opt, bare_gen))
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,  # as a cell's trainer (conf/trainer/cpu.yaml)
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
+    batches = ShuffledBatches(x, y, batch_size, torch.Generator().manual_seed(seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the dataloader does not have many workers", tips
+        trainer.fit(MinimalModule(nets[0], lr), batches)
+    return statistics.median(timer.lightning), statistics.median(timer.bare)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=list(bare.DATASETS), default=None)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    lightning_s, bare_s = lightning_erm_epochs(bare.load(args.dataset), args.epochs)
+    print(f"lightning_erm_epoch {lightning_s:.3f} {bare_s:.3f} {lightning_s / bare_s:.3f}")
+
+
+if __name__ == "__main__":
+    main()
