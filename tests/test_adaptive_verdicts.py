@@ -276,3 +276,32 @@ def test_restarts_on_a_randomized_model_are_judged_by_robustlab(trained):
         x_adv = aa(x, y, seed=0)
     credited = torch.stack(list(aa.last_component_success.values())).sum(0)
     assert credited.max() <= 1 and (x_adv - x).abs().max() <= 0.1 + 1e-6
+
+
+def test_autoattack_rounds_on_a_randomized_model_draw_their_own_starts_pass_by_pass(trained):
+    """On a randomized model the restarts are robustlab's rounds: each round calls a part with a
+    seed of its own (the same seed would replay the previous round's starts and draws), over the
+    points still robust in passes of at most batch_size."""
+    from robustlab.attacks.autoattack import AutoAttack
+
+    net, x, y = trained
+    x, y = x[:12], y[:12]
+    aa = AutoAttack(
+        Flaky(net, 0.3), norm="linf", eps=0.05, num_classes=10, steps=3, queries=5,
+        restarts=2, batch_size=5,
+    )  # fmt: skip
+    calls = []
+    part = aa.components["apgd_ce"]
+
+    def spy(model, xs, ys, seed, *args):
+        calls.append((len(xs), seed))
+        return part(model, xs, ys, seed, *args)
+
+    aa.components["apgd_ce"] = spy
+    with torch.enable_grad():
+        x_adv = aa(x, y, seed=0)
+    assert aa.rounds == 2 and max(n for n, _ in calls) <= 5
+    seeds = [seed for _, seed in calls]
+    assert len(set(seeds)) == 2 and seeds[0] == 0  # one per round, the first the call's own
+    credited = torch.stack(list(aa.last_component_success.values())).sum(0)
+    assert credited.max() <= 1 and (x_adv - x).abs().max() <= 0.05 + 1e-6

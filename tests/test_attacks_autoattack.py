@@ -111,3 +111,13 @@ def test_target_rows_is_checked_and_only_changes_speed():
     verdicts = [model(run(x, y, call=0)).argmax(1) == y for run in runs]
     assert torch.equal(verdicts[0], verdicts[1])
     assert "target_rows" not in runs[0].params
+
+
+def test_a_null_batch_size_takes_the_callers_batch():
+    """A spec built outside Hydra (batch_size null) passes the evaluation's batch, not all of a
+    call's points at once; its own value wins."""
+    model, _, _ = toy_problem()
+    for own, caller, expected in ((None, 16, 16), (8, 16, 8), (None, None, None)):
+        spec = {"kind": "autoattack", **QUICK, "batch_size": own}
+        run = build_attack(spec, model, seed=0, num_classes=10, eps=0.1, batch_size=caller)
+        assert run.params["batch_size"] == expected and run._composite.batch_size == expected

@@ -196,6 +196,8 @@ def test_passes_of_batch_size_points_are_the_reference_batches(problem):
     assert torch.equal(robust_ref, ~wrong(model, x_adv, y))
     assert len(broke["apgd_ce"]) and len(broke["apgd_t"])
     assert len(x) > 2 * batch_size  # APGD-CE ran in several passes
+    one_pass, _ = reference_breaks(model, x, y, eps)  # the passes decide which points break
+    assert sorted(one_pass["apgd_ce"].tolist()) != sorted(broke["apgd_ce"].tolist())
 
 
 @settings(max_examples=4, deadline=None)

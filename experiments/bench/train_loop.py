@@ -185,7 +185,8 @@ def timed(fn, *args):
 
 def run_defense(cfg, data, inner):
     """Fit robustlab's cell with the bare epochs interleaved (and for PGD-AT evaluate both);
-    (robustlab epoch seconds, bare epoch seconds, the evaluation callback, training images)."""
+    (robustlab epoch seconds, bare epoch seconds, the evaluation callback, the floor's training
+    images and labels)."""
     plan = build_plan(cfg)
     pl.seed_everything(plan.seed, workers=True, verbose=False)
     dm = instantiate(cfg.dataset)
@@ -214,7 +215,7 @@ def run_defense(cfg, data, inner):
     timer = SideBySide(steps)
     fit(plan.cell, defense, dm, loggers=loggers, callbacks=[evaluation, timer], cached=None,
         lock=None, monitor=defense.monitor)  # fmt: skip
-    return timer.robustlab, timer.bare, evaluation, len(y)
+    return timer.robustlab, timer.bare, evaluation, (x, y)
 
 
 def bare_evaluate(cfg, dm, b_net, data, trained, channels_last: bool) -> float:
@@ -230,6 +231,12 @@ def bare_evaluate(cfg, dm, b_net, data, trained, channels_last: bool) -> float:
             mine.copy_(theirs)
     eps, steps, batch = float(cfg.threat.eps), int(pgd.steps), int(cfg.eval.batch_size)
     return bare.pgd_eval(b_net, x, y, eps, steps, batch_size=batch, channels_last=channels_last)
+
+
+def lightning_floor_epochs(cfg, name: str, train, epochs: int) -> tuple[float, float]:
+    """``lightning_floor.py`` on the ERM cell's training images, batch size and Adam lr."""
+    batch, lr = int(cfg.dataset.batch_size), float(cfg.defense.optimizer.lr)
+    return lightning_erm_epochs(*train, bare.DATASETS[name], epochs, batch, lr)
 
 
 def main() -> None:
@@ -266,13 +273,12 @@ def main() -> None:
         inner = None
         if defense != "erm":
             inner = (float(cfg.defense.inner.eps), int(cfg.defense.inner.steps))
-        robustlab_s, bare_s, evaluation, train_n = run_defense(cfg, data, inner)
+        robustlab_s, bare_s, evaluation, train = run_defense(cfg, data, inner)
         label = "erm_epoch" if inner is None else "pgd_at_epoch"
         rows.append((label, statistics.median(robustlab_s), statistics.median(bare_s)))
         if inner is None:  # the share of that ratio any LightningModule pays (no target)
-            rows.append(
-                ("lightning_erm_epoch", *lightning_erm_epochs(data, args.epochs, args.train_limit))
-            )
+            floor = lightning_floor_epochs(cfg, name, train, args.epochs)
+            rows.append(("lightning_erm_epoch", *floor))
         if inner is not None:
             steps = int(cfg.attack.pgd.steps)
             rows.append((f"pgd{steps}_eval", evaluation.seconds, evaluation.bare_seconds))
@@ -286,7 +292,7 @@ def main() -> None:
                 f"robust acc robustlab {r_acc:.3f} bare {evaluation.bare_acc:.3f}"
             )
     print(
-        f"# dataset={name} train_images={train_n} "
+        f"# dataset={name} train_images={len(train[1])} "
         f"batch={cfg.dataset.batch_size} threads={args.threads} epochs={args.epochs}; "
         f"{eval_note}; seconds: median per epoch, whole evaluation"
     )

@@ -20,7 +20,7 @@ Cheaper than the reference (``standard``):
   a point stops at the iterate that breaks it; the reference iterates it to the last step, which
   cannot unbreak it.
 - APGD-T and FAB-T run their (point, target) rows side by side in waves of at most
-  ``target_rows`` rows (default: the points of the call) instead of one target after another
+  ``target_rows`` rows (default: the points of the pass) instead of one target after another
   (:mod:`robustlab.attacks.targeted_rows`); the number of rows per wave never changes a verdict.
 - The starts: APGD-CE's and APGD-T's first target's are the reference's (same seed, same draws);
   later targets' are drawn for all points where the reference draws them for the points left, so
@@ -61,6 +61,7 @@ from torchattacks import APGD, Square
 from robustlab.attacks.apgd_rows import apgd_rows
 from robustlab.attacks.crafting import restart_split
 from robustlab.attacks.fab_rows import fab_targeted_rows
+from robustlab.attacks.rng import derive_seed
 from robustlab.attacks.selection import correct_counts, selection_draws
 from robustlab.attacks.targeted_rows import run_in_waves, target_labels
 
@@ -299,15 +300,17 @@ class AutoAttack:
         success = {}
         for name, part in self.components.items():
             success[name] = torch.zeros_like(best, dtype=torch.bool)
-            for _ in range(self.rounds):
+            for round_ in range(self.rounds):
                 still = best.nonzero().flatten()
                 if still.numel() == 0:
                     break
+                # a later round (a restart on a randomized model) draws its own starts and noise
+                round_seed = seed if round_ == 0 else derive_seed(seed, "round", round_)
                 # the reference's batches: the points still robust, batch_size at a time, each
                 # pass a fresh call of the part (reseeded, as the reference's perturb is)
                 for idx in still.split(self.batch_size or max(len(still), 1)):
                     cand, broken = part(
-                        self.model, x[idx], y[idx], seed, logits[idx], self.deterministic
+                        self.model, x[idx], y[idx], round_seed, logits[idx], self.deterministic
                     )
                     if broken is None or not self.deterministic:
                         counts = correct_counts(self.model, cand, y[idx])

@@ -106,10 +106,16 @@ def build_attack(
     seed: int,
     num_classes: int,
     eps: float,
+    batch_size: int | None = None,
 ) -> AttackRunner:
-    """Build the runner for one spec at one ``eps`` (the caller loops over eps lists)."""
+    """Build the runner for one spec at one ``eps`` (the caller loops over eps lists).
+
+    ``batch_size``: the caller's batch, taken by a spec whose own ``batch_size`` is null
+    (AutoAttack's points per pass), so its passes stay bounded by the evaluation's."""
     spec = as_spec(spec)
     p = spec.params(eps)
+    if "batch_size" in p and p["batch_size"] is None:
+        p["batch_size"] = batch_size
     craft = spec.craft(model, p, num_classes)
     return AttackRunner(
         name=p["name"],

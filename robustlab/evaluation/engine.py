@@ -253,7 +253,9 @@ def evaluate_shard(
         for tm, spec, eps in jobs:
             bar.set_postfix_str(f"{spec.name} {tm} eps={eps:g}")
             model, ctx, eot, bpda = crafting_model(predictor, tm, eot_draws, spec)
-            runner = build_attack(spec, model, seed=seed, num_classes=num_classes, eps=eps)
+            runner = build_attack(
+                spec, model, seed=seed, num_classes=num_classes, eps=eps, batch_size=batch_size
+            )
             parts = [
                 _unit(
                     units,

@@ -1,7 +1,8 @@
 """Mid-evaluation resume: the finished units of an evaluation, kept on disk until its records are.
 
-A unit is one batch of test examples under one (inference wrapper, attack, eps, threat model), or
-the clean scoring / gradient check of one batch. Each runs in a generator seeded from the cell's
+A unit is one call of an attack under one (inference wrapper, attack, eps, threat model): a batch
+of test examples, or for AutoAttack ``points_per_call`` of them; or the clean scoring / gradient
+check of one batch. Each runs in a generator seeded from the cell's
 seed and the unit's name alone (``derive_seed``), so its result does not depend on which units ran
 before it in this process, and is written atomically to ``eval_state/<scope>/<unit>.pt`` the moment
 it finishes. The scope directory hashes everything a unit's result depends on besides its name

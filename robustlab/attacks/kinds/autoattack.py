@@ -26,7 +26,8 @@ class AutoAttackSpec(AttackSpec):
     # (point, target) rows of APGD-T/FAB-T per pass; None: the pass's points (the reference's
     # memory). Speed and memory only: the verdicts do not depend on it
     target_rows: int | None = None
-    # points per pass of each part (the reference's bs); None: all the call's points in one pass
+    # points per pass of each part (the reference's bs); None: the caller's batch (an
+    # evaluation's eval.batch_size), else all the call's points in one pass
     batch_size: int | None = None
     # points per call (one resumable unit of an evaluation): each part runs on the points still
     # robust among them, as the reference's on all its points; None: the whole shard in one call
