@@ -196,7 +196,7 @@ def test_channels_last_and_compiled_net_give_the_plain_verdicts(digits_erm, monk
 HASHES_BEFORE_THE_OPTIONS = {
     (): "e141b243916c4d55",
     ("precision.attack=bf16",): "def8ecc34f790ccf",
-    ("defense=pgd_at", "attack=[pgd,autoattack]"): "a31dd5e63b5d560e",
+    ("defense=pgd_at", "attack=[pgd,autoattack]"): "73fb1f3931aa23b8",
     ("precision.compile=true",): "0f6b2e5a228efe43",
 }
 
