@@ -6,6 +6,9 @@ DataLoader), timed against the bare loop itself with the bare epoch interleaved 
 ``erm_epoch``'s ratio that any Lightning module pays on this machine.
 
     python experiments/bench/lightning_floor.py            # MNIST files if present, else digits
+
+Standalone it trains on the whole training split (batch ``--batch-size``); ``train_loop.py``
+runs it on the ERM cell's own training images, batch size and learning rate.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ APGD-DLR with EOT over 20 draws. Success is judged on the model the attack craft
 forward pass for a deterministic model, as the reference does; for a randomized one on several
 fresh draws (:mod:`robustlab.attacks.selection`), where the reference's single evaluation lets a
 lucky draw pick the adversarial point (open in fra31/auto-attack since 2024). On a randomized
-model the restarts also run here, one part call each, so that they too are judged on several
-draws; inside one torchattacks call (APGD's start-of-run check and best-point bookkeeping) the
+model the restarts also run here, one round of part calls each (with a seed of its own), so
+that they too are judged on several draws; inside one torchattacks call (APGD's start-of-run check and best-point bookkeeping) the
 choice is still per forward.
 
 Cheaper than the reference (``standard``):
@@ -41,8 +41,8 @@ reference and what is done here:
 - Square defaults to ``resc_schedule=True``; the reference AutoAttack passes False: passed False.
   Its margin loss on logits matches the reference.
 - Square and APGD reseed the global RNG on every call: the runner calls them inside
-  ``attack_rng`` and sets each part's ``seed`` to the call's derived seed (robustlab's APGD draws
-  its starts the reference's way after seeding with it).
+  ``attack_rng`` and sets each part's ``seed`` to the call's derived seed, a later round's to
+  one derived from it (robustlab's APGD draws its starts the reference's way after seeding).
 - ``Attack.__call__`` switches the model to eval and back: the parts' ``forward`` is called
   directly, so the caller's modes are untouched.
 - DLR losses index the 3rd (APGD-DLR) and 4th (APGD-T) largest logit: fewer classes raise

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchattacks.attack import Attack
 
-from robustlab.attacks.rng import random_targets
+from robustlab.attacks.rng import derive_seed, random_targets
 from robustlab.attacks.selection import correct_counts, selection_draws
 
 Craft = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -39,19 +39,21 @@ def restart_split(model: nn.Module, restarts: int) -> tuple[int, int]:
 
 
 def restarted(craft: Craft, model: nn.Module, restarts: int) -> Craft:
-    """Rerun ``craft`` on the points still robust; per point keep the candidate ``model`` is right
-    on least often (:mod:`robustlab.attacks.selection`: one forward for a deterministic model)."""
+    """Rerun ``craft`` on the points still robust, each restart with a seed of its own (the
+    call's seed again would replay the last run's starts: torchattacks reseeds from it); per
+    point keep the candidate ``model`` is right on least often
+    (:mod:`robustlab.attacks.selection`: one forward for a deterministic model)."""
     if restarts == 1:
         return craft
 
     def run(x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
         x_adv = craft(x, y, seed)
         best = correct_counts(model, x_adv, y)
-        for _ in range(restarts - 1):
+        for restart in range(1, restarts):
             idx = best.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            cand = craft(x[idx], y[idx], seed)
+            cand = craft(x[idx], y[idx], derive_seed(seed, "restart", restart))
             counts = correct_counts(model, cand, y[idx])
             better = counts < best[idx]
             x_adv[idx[better]] = cand[better]

@@ -49,8 +49,9 @@ class AttackRunner:
         self.last_component_success: dict[str, torch.Tensor] = {}
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, call: int | None = None) -> torch.Tensor:
-        """``call``: the index the call's seed derives from (the batch index, so a batch's
-        attack is the same whichever batches ran before it); default: a running count."""
+        """``call``: the index the call's seed derives from (the index of the evaluation's
+        unit: a batch, or AutoAttack's ``points_per_call`` points, so its attack is the same
+        whichever units ran before it); default: a running count."""
         self.last_component_success = {}
         if self.eps == 0:
             return x

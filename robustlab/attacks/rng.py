@@ -4,7 +4,8 @@ torchattacks' APGD, APGD-T, FAB and Square call ``torch.random.manual_seed(self.
 call, clobbering the global generator. Every attack call here runs inside :func:`attack_rng`, which
 forks the global CPU (and CUDA) state, seeds it, and restores the caller's state on exit. The seed
 of one call is derived from the cell seed, the attack, eps and a call counter
-(:func:`derive_seed`): batches differ, reruns are identical.
+(:func:`derive_seed`): calls (a batch, or AutoAttack's ``points_per_call`` points) differ, and
+so do restarts and rounds within a call; reruns are identical.
 """
 
 from __future__ import annotations
