@@ -56,9 +56,12 @@ from robustlab.precision import runs_channels_last
 # batches, the more so in the contiguous format (its NCHW max-pool leaves the cache);
 # experiments/bench/mi_batched_forward.py, B=64, N=30, 2 threads, against N bare forwards in the
 # same format: contiguous 32 rows 0.8x, 64 rows 1.05x, 256 rows 1.4x, 2048 rows 1.5-1.7x;
-# channels_last (an evaluation on a CPU, robustlab.precision) 32 rows 1.2x, 64 rows 1.15x,
-# 256 rows 1.0x, 1024 rows 2.3x. A GPU wants large batches.
-CPU_CHUNK, CPU_CHUNK_CHANNELS_LAST, GPU_CHUNK = 32, 256, 2048
+# channels_last (an evaluation on a CPU, robustlab.precision), first 32 rows 1.2x, 64 rows 1.15x,
+# 256 rows 1.0x, 1024 rows 2.3x; then, in a later session with every chunk size interleaved in
+# one run (MI-OL, N=30, against N bare forwards in channels_last, B = 32, 64, 128, 256, two or
+# three runs each), 64 rows 0.87-1.08x, 128 rows 0.95-1.28x, 256 rows 1.05-1.47x: 64 rows, best or
+# near best at every B. A GPU wants large batches.
+CPU_CHUNK, CPU_CHUNK_CHANNELS_LAST, GPU_CHUNK = 32, 64, 2048
 MODES = ("pl", "ol", "combined")
 Partners = dict[str, torch.Tensor]  # branch ("pl" | "ol") -> (B, N, C, H, W) partner images
 
