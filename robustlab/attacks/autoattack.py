@@ -9,8 +9,8 @@ forward pass for a deterministic model, as the reference does; for a randomized 
 fresh draws (:mod:`robustlab.attacks.selection`), where the reference's single evaluation lets a
 lucky draw pick the adversarial point (open in fra31/auto-attack since 2024). On a randomized
 model the restarts also run here, one round of part calls each (with a seed of its own), so
-that they too are judged on several draws; inside one torchattacks call (APGD's start-of-run check and best-point bookkeeping) the
-choice is still per forward.
+that they too are judged on several draws; inside one torchattacks call (APGD's start-of-run
+check and best-point bookkeeping) the choice is still per forward.
 
 Cheaper than the reference (``standard``):
 
@@ -61,7 +61,7 @@ from torchattacks import APGD, Square
 from robustlab.attacks.apgd_rows import apgd_rows
 from robustlab.attacks.crafting import restart_split
 from robustlab.attacks.fab_rows import fab_targeted_rows
-from robustlab.attacks.rng import derive_seed
+from robustlab.attacks.rng import restart_seed
 from robustlab.attacks.selection import correct_counts, selection_draws
 from robustlab.attacks.targeted_rows import run_in_waves, target_labels
 
@@ -290,7 +290,7 @@ class AutoAttack:
         candidate the model is right on least often; a part is credited with the points it broke
         (wrong on every draw). On a deterministic model a part's own forward passes judge it."""
         x_adv = x.clone()
-        passes = torch.arange(len(x), device=x.device).split(self.batch_size or max(len(x), 1))
+        passes = self._passes(torch.arange(len(x), device=x.device))
         with torch.no_grad():
             logits = torch.cat([self.model(x[rows]) for rows in passes])
         if self.deterministic:
@@ -305,10 +305,10 @@ class AutoAttack:
                 if still.numel() == 0:
                     break
                 # a later round (a restart on a randomized model) draws its own starts and noise
-                round_seed = seed if round_ == 0 else derive_seed(seed, "round", round_)
+                round_seed = restart_seed(seed, round_)
                 # the reference's batches: the points still robust, batch_size at a time, each
                 # pass a fresh call of the part (reseeded, as the reference's perturb is)
-                for idx in still.split(self.batch_size or max(len(still), 1)):
+                for idx in self._passes(still):
                     cand, broken = part(
                         self.model, x[idx], y[idx], round_seed, logits[idx], self.deterministic
                     )
@@ -323,3 +323,7 @@ class AutoAttack:
                     success[name][hit] = best[hit] == 0  # points in play were right on some draw
         self.last_component_success = success
         return x_adv
+
+    def _passes(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``rows`` split into passes of ``batch_size`` (None: one pass)."""
+        return rows.split(self.batch_size or max(len(rows), 1))

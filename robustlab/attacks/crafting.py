@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchattacks.attack import Attack
 
-from robustlab.attacks.rng import derive_seed, random_targets
+from robustlab.attacks.rng import random_targets, restart_seed
 from robustlab.attacks.selection import correct_counts, selection_draws
 
 Craft = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -53,7 +53,7 @@ def restarted(craft: Craft, model: nn.Module, restarts: int) -> Craft:
             idx = best.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            cand = craft(x[idx], y[idx], derive_seed(seed, "restart", restart))
+            cand = craft(x[idx], y[idx], restart_seed(seed, restart))
             counts = correct_counts(model, cand, y[idx])
             better = counts < best[idx]
             x_adv[idx[better]] = cand[better]

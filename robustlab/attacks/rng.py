@@ -23,6 +23,12 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") % (2**31)
 
 
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of a call's ``restart``-th rerun: the call's own for the first run, then one
+    derived from it (the same seed would replay the first run's starts and draws)."""
+    return seed if restart == 0 else derive_seed(seed, "restart", restart)
+
+
 @contextmanager
 def attack_rng(seed: int) -> Iterator[None]:
     """Run the body on the global RNG seeded with ``seed``; restore the outer state on exit."""

@@ -168,8 +168,8 @@ def evaluate_shard(
     attack alone (to diagnose an attacker; ``adaptive_weaker_than_transfer`` then can fire).
 
     The work is done in units (one call of an attack, eps and threat model: a batch, or more
-    points for an attack that pools them, as AutoAttack does; the clean
-    scoring and gradient check of one batch), each in a generator seeded from ``seed`` and its
+    points for an attack that pools them, as AutoAttack does; the clean scoring and gradient
+    check of one batch), each in a generator seeded from ``seed`` and its
     name (``robustlab.evaluation.units``); with ``state_dir`` finished units are kept there and
     a rerun computes only the missing ones.
 

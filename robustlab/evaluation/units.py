@@ -2,10 +2,9 @@
 
 A unit is one call of an attack under one (inference wrapper, attack, eps, threat model): a batch
 of test examples, or for AutoAttack ``points_per_call`` of them; or the clean scoring / gradient
-check of one batch. Each runs in a generator seeded from the cell's
-seed and the unit's name alone (``derive_seed``), so its result does not depend on which units ran
-before it in this process, and is written atomically to ``eval_state/<scope>/<unit>.pt`` the moment
-it finishes. The scope directory hashes everything a unit's result depends on besides its name
+check of one batch. Each runs in a generator seeded from the cell's seed and the unit's name
+alone (``derive_seed``), so its result does not depend on which units ran before it in this
+process, and is written atomically to ``eval_state/<scope>/<unit>.pt`` the moment it finishes. The scope directory hashes everything a unit's result depends on besides its name
 (the evaluated config's hash: data split, attacks, evaluation settings; the wrapper's config;
 library versions; the predictor's weights; the shard's points, seed and draws); a rerun after a kill
 recomputes only the missing units and writes records identical to an uninterrupted run's. Files
