@@ -63,13 +63,17 @@ class ShuffledBatches:
 
 
 class Interleaved(pl.Callback):
-    """Lightning's epochs timed from their start to their end, one bare batch run (timed apart)
-    after each Lightning batch, so both share the machine's load."""
+    """Times a Lightning fit's epochs (start to validation, or to the epoch's end without one)
+    with the floor's epoch interleaved: one bare batch after each Lightning batch, outside the
+    Lightning time, so both share the machine's load. ``bare_steps()`` starts a bare epoch (a
+    generator yielding after each batch); per epoch, ``timed`` gets the Lightning seconds and
+    ``bare`` the floor's."""
 
     def __init__(self, bare_steps):
         self.bare_steps = bare_steps
-        self.lightning: list[float] = []
+        self.timed: list[float] = []
         self.bare: list[float] = []
+        self._mark: float | None = None
 
     def on_train_epoch_start(self, trainer, module):
         self._steps, self._times = self.bare_steps(), [0.0, 0.0]
@@ -82,12 +86,22 @@ class Interleaved(pl.Callback):
         self._mark = time.perf_counter()
         self._times[1] += self._mark - start
 
-    def on_train_epoch_end(self, trainer, module):
+    def _end_epoch(self):
+        if self._mark is None:
+            return
         self._times[0] += time.perf_counter() - self._mark
+        self._mark = None
+        start = time.perf_counter()
         for _ in self._steps:  # nothing left: both epochs have the same batches
             pass
-        self.lightning.append(self._times[0])
-        self.bare.append(self._times[1])
+        self.timed.append(self._times[0])
+        self.bare.append(self._times[1] + time.perf_counter() - start)
+
+    def on_validation_start(self, trainer, module):
+        self._end_epoch()
+
+    def on_train_epoch_end(self, trainer, module):
+        self._end_epoch()
 
 
 def lightning_erm_epochs(x, y, meta: dict, epochs: int, batch_size: int, lr: float, seed: int = 0):
@@ -117,7 +131,7 @@ def lightning_erm_epochs(x, y, meta: dict, epochs: int, batch_size: int, lr: flo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "the dataloader does not have many workers", tips
         trainer.fit(MinimalModule(nets[0], lr, total_steps), batches)
-    return statistics.median(timer.lightning), statistics.median(timer.bare)
+    return statistics.median(timer.timed), statistics.median(timer.bare)
 
 
 def main() -> None:

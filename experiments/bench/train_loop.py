@@ -61,7 +61,7 @@ from robustlab.training import build_defense, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bare_loop as bare  # noqa: E402
-from lightning_floor import lightning_erm_epochs  # noqa: E402
+from lightning_floor import Interleaved, lightning_erm_epochs  # noqa: E402
 
 TARGETS = {"erm_epoch": 1.03, "pgd_at_epoch": 1.03, "pgd20_eval": 1.05}  # issue 17
 
@@ -91,46 +91,6 @@ def compose_cell(name: str, defense: str, out: Path, args):
             overrides.append("defense.inner.steps=2")
     with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
-
-
-class SideBySide(pl.Callback):
-    """Times robustlab's epochs (start to validation) with the floor's epoch interleaved: one bare
-    batch after each robustlab batch, outside robustlab's time, so both share the machine's load.
-    ``bare_steps()`` starts a bare epoch (a generator yielding after each batch)."""
-
-    def __init__(self, bare_steps):
-        self.bare_steps = bare_steps
-        self.robustlab: list[float] = []
-        self.bare: list[float] = []
-        self._mark: float | None = None
-
-    def on_train_epoch_start(self, trainer, module):
-        self._steps, self._times = self.bare_steps(), [0.0, 0.0]
-        self._mark = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self._times[0] += time.perf_counter() - self._mark
-        start = time.perf_counter()
-        next(self._steps, None)
-        self._mark = time.perf_counter()
-        self._times[1] += self._mark - start
-
-    def _end_epoch(self):
-        if self._mark is None:
-            return
-        self._times[0] += time.perf_counter() - self._mark
-        self._mark = None
-        start = time.perf_counter()
-        for _ in self._steps:  # nothing left: both epochs have the same batches
-            pass
-        self.robustlab.append(self._times[0])
-        self.bare.append(self._times[1] + time.perf_counter() - start)
-
-    def on_validation_start(self, trainer, module):
-        self._end_epoch()
-
-    def on_train_epoch_end(self, trainer, module):
-        self._end_epoch()
 
 
 def bare_setup(cfg, data, n_val: int):
@@ -212,10 +172,10 @@ def run_defense(cfg, data, inner):
         steps = lambda: bare.pgd_at_steps(  # noqa: E731
             b_net, x, y, bs, opt, gen, *inner, None, schedule
         )
-    timer = SideBySide(steps)
+    timer = Interleaved(steps)
     fit(plan.cell, defense, dm, loggers=loggers, callbacks=[evaluation, timer], cached=None,
         lock=None, monitor=defense.monitor)  # fmt: skip
-    return timer.robustlab, timer.bare, evaluation, (x, y)
+    return timer.timed, timer.bare, evaluation, (x, y)
 
 
 def bare_evaluate(cfg, dm, b_net, data, trained, channels_last: bool) -> float:
